@@ -1,0 +1,255 @@
+"""NonLocal2d, APNB and AFNB as in the official ANN code (MendelXu/ANN) — see ``ann-reference.md`` §1-2.
+
+All three are one mechanism, :class:`SelfAttention2d` (the official ``_SelfAttentionBlock``), followed by a fusion
+step that concatenates the attention output with the block's input and mixes them with a 1x1 conv:
+
+==============  =================  ====================  ===============================================
+block           query from         keys/values           fusion after ``cat([attention, input])``
+==============  =================  ====================  ===============================================
+NonLocal2d      x (shared q/k)     all N pixels of x     Conv1x1 -> BN -> ReLU -> Dropout2d  (OCNet base-OC)
+APNB            x (shared q/k)     110 anchors of x      Conv1x1 -> BN -> ReLU -> Dropout2d
+AFNB            high level         110 anchors of low    Conv1x1 -> BN -> Dropout2d  (no ReLU, as official)
+==============  =================  ====================  ===============================================
+
+Deliberate deviations from the official code, each small:
+
+* The official fusion conv takes ``2 * in_channels`` and so only works when ``out_channels == in_channels``; here it
+  takes ``out_channels + in_channels``, which is the same number in every configuration the official code can run.
+* The official block has a ``scale`` option (max-pool before attention) that ANN always sets to 1; it is left out.
+* The official ``stages`` list (several attention blocks summed) always holds one block in ANN; it is one block here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from anncore.attention import AttentionPath, attention, attention_weights, check_path
+from anncore.pyramid import DEFAULT_POOL_SIZES, check_pool_sizes, pyramid_pool
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Key/query projection: Conv1x1 (with bias, as official) -> BN -> ReLU."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+
+def check_feature(x: torch.Tensor, name: str, channels: int) -> None:
+    """Raise a ``ValueError`` unless ``x`` is ``(B, channels, H, W)``; the message names ``name`` and both shapes."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape (B, {channels}, H, W), got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
+
+
+def _tokens(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, H*W, C)`` (free for channels_last inputs; the SDPA path makes it contiguous)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+class SelfAttention2d(nn.Module):
+    """The attention branch of every block (official ``_SelfAttentionBlock``, paper Eq. 1-2 with pyramid sampling).
+
+    ``query = f_query(x_high)``, ``key = P(f_key(x_low))``, ``value = P(f_value(x_low))`` where ``P`` is pyramid
+    sampling (:func:`~anncore.pyramid.pyramid_pool`) or the identity when ``pool_sizes`` is ``None`` (non-local).
+    The output is ``W(softmax(Ck^-1/2 query key^T) value)``, with ``W`` a 1x1 conv whose weight and bias start at
+    zero, so a fresh branch contributes exactly nothing.
+
+    Args:
+        low_in_channels: channels of the key/value input.
+        high_in_channels: channels of the query input; ignored when ``share_query_key`` (then it equals
+            ``low_in_channels`` and ``f_query is f_key``, the OCNet/APNB parameter saving).
+        key_channels: ``Ck``.
+        value_channels: ``Cv``.
+        out_channels: channels of ``W``'s output.
+        pool_sizes: pyramid for keys/values, or ``None`` to attend to every pixel.
+        share_query_key: use one module for query and key (APNB, non-local) or two (AFNB).
+        path: attention path, see :mod:`anncore.attention`.
+    """
+
+    def __init__(
+        self,
+        low_in_channels: int,
+        high_in_channels: int,
+        key_channels: int,
+        value_channels: int,
+        out_channels: int,
+        pool_sizes: Sequence[int] | None,
+        share_query_key: bool,
+        path: AttentionPath = "auto",
+    ) -> None:
+        super().__init__()
+        self.low_in_channels = low_in_channels
+        self.high_in_channels = low_in_channels if share_query_key else high_in_channels
+        self.pool_sizes = None if pool_sizes is None else check_pool_sizes(pool_sizes)
+        self.path = check_path(path)
+        self.last_path: str | None = None
+        self.f_key = _conv_bn_relu(low_in_channels, key_channels)
+        self.f_query = self.f_key if share_query_key else _conv_bn_relu(high_in_channels, key_channels)
+        self.f_value = nn.Conv2d(low_in_channels, value_channels, 1)
+        self.W = nn.Conv2d(value_channels, out_channels, 1)
+        nn.init.zeros_(self.W.weight)
+        nn.init.zeros_(self.W.bias)
+
+    def _sample(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, S, C)`` keys/values: the anchors, or every pixel for the non-local block."""
+        return _tokens(x) if self.pool_sizes is None else pyramid_pool(x, self.pool_sizes).transpose(1, 2)
+
+    def forward(
+        self, low: torch.Tensor, high: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``low`` gives keys/values, ``high`` gives queries (the same tensor for APNB and non-local)."""
+        b, _, h, w = high.shape
+        key_map = self.f_key(low)
+        # APNB and non-local share f_query = f_key on one input: project once (the official code projects twice).
+        query_map = key_map if (self.f_query is self.f_key and low is high) else self.f_query(high)
+        query, key = _tokens(query_map), self._sample(key_map)
+        context, self.last_path = attention(query, key, self._sample(self.f_value(low)), self.path)
+        out = self.W(context.transpose(1, 2).reshape(b, -1, h, w))
+        if return_attention:
+            # Explicit weights, since a fused kernel returns none (recomputed on the naive path too: this is the
+            # inspection path, not the training one).
+            return out, attention_weights(query, key)
+        return out
+
+
+class _FusedAttentionBlock(nn.Module):
+    """Shared forward of the three blocks: attention branch, then ``fuse(cat([attention, input]))``."""
+
+    attention: SelfAttention2d
+    fuse: nn.Sequential
+
+    def _run(
+        self, low: torch.Tensor, high: torch.Tensor, return_attention: bool
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if return_attention:
+            context, weights = self.attention(low, high, return_attention=True)
+            return self.fuse(torch.cat([context, high], dim=1)), weights
+        return self.fuse(torch.cat([self.attention(low, high), high], dim=1))
+
+    @property
+    def last_path(self) -> str | None:
+        """The attention path that ran in the last forward (``naive``, ``sdpa`` or a forced backend)."""
+        return self.attention.last_path
+
+
+class _SelfFusedBlock(_FusedAttentionBlock):
+    """APNB and the non-local baseline: one input, shared query/key, fusion with ReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        key_channels: int,
+        value_channels: int,
+        dropout: float,
+        pool_sizes: Sequence[int] | None,
+        path: AttentionPath,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.attention = SelfAttention2d(
+            in_channels, in_channels, key_channels, value_channels, out_channels, pool_sizes, True, path
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(out_channels + in_channels, out_channels, 1),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout),
+        )
+
+    def forward(
+        self, x: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``x: (B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``; with ``return_attention`` also the
+        attention weights ``(B, H*W, S)``."""
+        check_feature(x, "x", self.in_channels)
+        return self._run(x, x, return_attention)
+
+
+class NonLocal2d(_SelfFusedBlock):
+    """The non-local baseline in ANN's form (OCNet "base OC"): APNB without pyramid sampling, ``S = N``.
+
+    ``NonLocal2d(in_channels, out_channels, key_channels, value_channels, dropout)``; attention is ``(B, N, N)``.
+    For the original Wang et al. (2018) embedded-Gaussian block with a residual sum see notebook 01.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        key_channels: int = 256,
+        value_channels: int = 256,
+        dropout: float = 0.05,
+        path: AttentionPath = "auto",
+    ) -> None:
+        super().__init__(in_channels, out_channels, key_channels, value_channels, dropout, None, path)
+
+
+class APNB(_SelfFusedBlock):
+    """Asymmetric Pyramid Non-local Block (paper Sec. 3.3, official ``APNB``).
+
+    ``APNB(512, 512, 256, 256, 0.05)`` as in the network has 920,576 parameters, as the official block.
+    ``forward(x, return_attention=True)`` also returns the anchor weights ``(B, H*W, S)``; turn them into per-pixel
+    weights with :func:`anncore.pyramid.effective_attention`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        key_channels: int = 256,
+        value_channels: int = 256,
+        dropout: float = 0.05,
+        pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES,
+        path: AttentionPath = "auto",
+    ) -> None:
+        super().__init__(in_channels, out_channels, key_channels, value_channels, dropout, pool_sizes, path)
+
+
+class AFNB(_FusedAttentionBlock):
+    """Asymmetric Fusion Non-local Block (paper Sec. 3.4, official ``AFNB``).
+
+    Queries from the high level (layer4), keys and values from the pyramid-sampled low level (layer3); the two
+    maps must have the same spatial size (true at output stride 8). Fusion with the high level:
+    ``Conv1x1(out + high -> out) -> BN -> Dropout2d``, without the ReLU that APNB has (an asymmetry of the official
+    code, kept).
+    """
+
+    def __init__(
+        self,
+        low_in_channels: int,
+        high_in_channels: int,
+        out_channels: int,
+        key_channels: int = 256,
+        value_channels: int = 256,
+        dropout: float = 0.05,
+        pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES,
+        path: AttentionPath = "auto",
+    ) -> None:
+        super().__init__()
+        self.low_in_channels = low_in_channels
+        self.high_in_channels = high_in_channels
+        self.attention = SelfAttention2d(
+            low_in_channels, high_in_channels, key_channels, value_channels, out_channels, pool_sizes, False, path
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(out_channels + high_in_channels, out_channels, 1),
+            nn.BatchNorm2d(out_channels),
+            nn.Dropout2d(dropout),
+        )
+
+    def forward(
+        self, low: torch.Tensor, high: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``low: (B, low_in, H, W)``, ``high: (B, high_in, H, W)`` -> ``(B, out_channels, H, W)``; with
+        ``return_attention`` also the anchor weights ``(B, H*W, S)``."""
+        check_feature(low, "low", self.low_in_channels)
+        check_feature(high, "high", self.high_in_channels)
+        if low.shape[0] != high.shape[0] or low.shape[2:] != high.shape[2:]:
+            raise ValueError(
+                f"AFNB needs low and high of the same batch and spatial size (B, *, H, W); got low "
+                f"{tuple(low.shape)} and high {tuple(high.shape)}"
+            )
+        return self._run(low, high, return_attention)

@@ -1,0 +1,82 @@
+"""The main job: execute every course notebook headless with papermill (``python -m anncore course``).
+
+Each ``notebooks/NN_slug.ipynb`` runs with the parameters in ``params/NN_slug.yaml`` when that file exists (else its
+own CPU-sized defaults) into ``runs/<timestamp>/``; a summary of time and status per notebook is printed and written
+to ``summary.json``. ``--in-place`` re-executes the committed notebooks themselves and strips run metadata, which is
+how their committed outputs are refreshed (``make notebooks``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import nbformat
+import papermill
+import yaml
+
+# Notebook and cell metadata that records a run rather than the content; stripped before committing.
+_RUN_METADATA = ("papermill", "execution", "widgets")
+
+
+def strip_run_metadata(path: Path) -> None:
+    """Remove papermill/execution/widget metadata from a notebook file, keeping tags (the ``parameters`` cell)."""
+    nb = nbformat.read(path, as_version=4)
+    for key in _RUN_METADATA:
+        nb.metadata.pop(key, None)
+    for cell in nb.cells:
+        for key in _RUN_METADATA:
+            cell.metadata.pop(key, None)
+    nbformat.write(nb, path)
+
+
+def load_parameters(path: Path) -> dict:
+    """Parameters for papermill from a YAML mapping; a missing file gives none, a non-mapping is an error."""
+    if not path.exists():
+        return {}
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: expected a YAML mapping of parameter names to values, got {type(params).__name__}")
+    return params
+
+
+def run_course(
+    notebooks_dir: Path = Path("notebooks"),
+    params_dir: Path = Path("params"),
+    out_root: Path = Path("runs"),
+    in_place: bool = False,
+    only: list[str] | None = None,
+) -> list[dict]:
+    """Execute the notebooks in order; returns (and prints) one summary row per notebook. Stops at the first
+    failure, since later notebooks build on earlier ones."""
+    notebooks = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(prefix) for prefix in only)]
+    if not notebooks:
+        raise FileNotFoundError(f"no notebooks named NN_slug.ipynb under {notebooks_dir.resolve()}")
+    out_dir = notebooks_dir if in_place else out_root / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for nb in notebooks:
+        target = out_dir / nb.name
+        params = {} if in_place else load_parameters(params_dir / f"{nb.stem}.yaml")
+        start = time.perf_counter()
+        status = "ok"
+        try:
+            papermill.execute_notebook(
+                str(nb), str(target), parameters=params, cwd=str(notebooks_dir), progress_bar=False
+            )
+        except papermill.PapermillExecutionError as err:
+            status = f"failed: {err.ename}: {err.evalue}"
+        rows.append({"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1), "status": status})
+        print(f"{nb.name:<40} {rows[-1]['seconds']:>7.1f} s  {status}", flush=True)
+        if in_place:
+            strip_run_metadata(target)
+        if status != "ok":
+            break
+    if not in_place:
+        (out_dir / "summary.json").write_text(json.dumps(rows, indent=2))
+    print(f"outputs in {out_dir.resolve()}")
+    return rows
