@@ -8,6 +8,7 @@ how their committed outputs are refreshed (``make notebooks``).
 
 from __future__ import annotations
 
+import ast
 import json
 import time
 from datetime import datetime
@@ -32,13 +33,50 @@ def strip_run_metadata(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def load_parameters(path: Path) -> dict:
-    """Parameters for papermill from a YAML mapping; a missing file gives none, a non-mapping is an error."""
+def declared_parameters(notebook: Path) -> dict[str, object]:
+    """Names and default values assigned in the notebook's ``parameters``-tagged cell (literals only)."""
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{notebook}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    declared = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            declared[node.targets[0].id] = ast.literal_eval(node.value)
+    return declared
+
+
+def _same_kind(default: object, value: object) -> bool:
+    """YAML values against notebook defaults: ints pass for floats, lists for tuples, anything for ``None``."""
+    if default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, list | tuple):
+        return isinstance(value, list | tuple)
+    return isinstance(value, type(default))
+
+
+def load_parameters(path: Path, notebook: Path) -> dict:
+    """Papermill parameters for ``notebook`` from a YAML mapping (a missing file gives none), checked at once
+    against the notebook's ``parameters`` cell: an unknown name or a value of the wrong type is a ``ValueError``
+    naming the parameter, the file and what was expected."""
     if not path.exists():
         return {}
     params = yaml.safe_load(path.read_text()) or {}
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a YAML mapping of parameter names to values, got {type(params).__name__}")
+    declared = declared_parameters(notebook)
+    for name, value in params.items():
+        if name not in declared:
+            raise ValueError(f"{path}: unknown parameter {name!r} for {notebook.name}; it declares {sorted(declared)}")
+        if not _same_kind(declared[name], value):
+            raise ValueError(
+                f"{path}: parameter {name!r} must be like the default {declared[name]!r} "
+                f"({type(declared[name]).__name__}), got {value!r} ({type(value).__name__})"
+            )
     return params
 
 
@@ -56,17 +94,18 @@ def run_course(
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(prefix) for prefix in only)]
     if not notebooks:
         raise FileNotFoundError(f"no notebooks named NN_slug.ipynb under {notebooks_dir.resolve()}")
+    # check every parameter file before running anything, so a typo fails at once, not after an hour of training
+    params = {nb: {} if in_place else load_parameters(params_dir / f"{nb.stem}.yaml", nb) for nb in notebooks}
     out_dir = notebooks_dir if in_place else out_root / datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for nb in notebooks:
         target = out_dir / nb.name
-        params = {} if in_place else load_parameters(params_dir / f"{nb.stem}.yaml")
         start = time.perf_counter()
         status = "ok"
         try:
             papermill.execute_notebook(
-                str(nb), str(target), parameters=params, cwd=str(notebooks_dir), progress_bar=False
+                str(nb), str(target), parameters=params[nb], cwd=str(notebooks_dir), progress_bar=False
             )
         except papermill.PapermillExecutionError as err:
             status = f"failed: {err.ename}: {err.evalue}"
