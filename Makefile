@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: course test lint notebooks clean
+.PHONY: course test lint notebooks clean chromium cityscapes
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,19 @@ $(STAMP): pyproject.toml
 course: $(STAMP)
 	$(PY) -m anncore course
 
+## Debian's chromium for the JupyterLab browser test (best effort: the test skips, saying why, without it)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: Debian chromium could not be installed; tests/test_browser.py will skip"
+
+## the full recipe on real Cityscapes (a GPU machine): notebooks 07-08 with params/cityscapes/; resumable
+cityscapes: $(STAMP)
+	@test -n "$(CITYSCAPES_DATASET)" || { echo "usage: make cityscapes CITYSCAPES_DATASET=/path/to/cityscapes"; exit 2; }
+	CITYSCAPES_DATASET=$(abspath $(CITYSCAPES_DATASET)) $(PY) -m anncore course --params params/cityscapes --only 07 08
+
 ## ruff, the unit tests, and every notebook re-executed against its committed outputs (nbval)
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest tests notebooks $(NBVAL)
 

@@ -114,6 +114,14 @@ class SelfAttention2d(nn.Module):
         return out
 
 
+    def attention_rows(self, low: torch.Tensor, high: torch.Tensor, rows: torch.Tensor | list[int]) -> torch.Tensor:
+        """Attention weights of a few query pixels only: ``(B, len(rows), S)`` for flat indices ``rows`` into
+        ``H*W``. Memory is O(len(rows) * S), so a non-local row at full resolution costs O(N), not O(N^2); the
+        values equal the matching rows of ``forward(..., return_attention=True)``."""
+        query = _tokens(self.f_query(high))[:, torch.as_tensor(rows, device=high.device)]
+        return attention_weights(query, self._sample(self.f_key(low)))
+
+
 class _FusedAttentionBlock(nn.Module):
     """Shared forward of the three blocks: attention branch, then ``fuse(cat([attention, input]))``."""
 

@@ -162,3 +162,13 @@ def test_bad_inputs_name_expected_and_received_shapes():
         APNB(6, 6, path="fused")
     with pytest.raises(ValueError, match="pool_sizes"):
         APNB(6, 6, pool_sizes=())
+
+
+@pytest.mark.parametrize("cls", list(BLOCKS))
+def test_attention_rows_equal_rows_of_the_full_matrix(cls):
+    block = make(cls, **BLOCKS[cls], path="sdpa")
+    xs = inputs(cls, 6, 7)
+    low, high = (xs[0], xs[0]) if cls is not AFNB else xs
+    _, full = block(*xs, return_attention=True)
+    rows = [0, 17, 41]
+    torch.testing.assert_close(block.attention.attention_rows(low, high, rows), full[:, rows], atol=1e-6, rtol=0)
