@@ -29,6 +29,53 @@ def _course(args: argparse.Namespace) -> int:
     return 0 if all(row["status"] == "ok" for row in rows) else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from anncore.bench import BenchConfig, print_documents, run_suite, write_documents
+
+    names = ("sizes", "dtypes", "modes", "channels", "memory_format", "repeats", "warmup", "threads")
+    overrides = {name: getattr(args, name) for name in names}
+    config = BenchConfig.for_suite(args.suite, args.device, args.quick, **overrides)
+    documents = run_suite(config)
+    print_documents(documents, write_documents(documents, Path(args.out)))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from anncore.train import main as train_main
+
+    return train_main(args.train_args)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from anncore.data.synthetic import DEFAULT_ROOT, write_synthetic_cityscapes
+
+    out = args.out or DEFAULT_ROOT
+    root = write_synthetic_cityscapes(out, args.train, args.val, args.height, args.width, args.seed)
+    print(f"synthetic Cityscapes: {args.train} train + {args.val} val images ({args.height}x{args.width}) in {root}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from anncore.evaluate import inference_config, run_evaluation
+
+    config = inference_config(args.preset, args.scales, args.flip, args.crop, args.stride)
+    result = run_evaluation(
+        Path(args.checkpoint),
+        Path(args.data_root),
+        Path(args.out),
+        args.split,
+        config,
+        args.device,
+        args.save_predictions,
+        args.limit,
+    )
+    print(
+        f"mIoU {result.metrics['miou']:.4f}  pixel accuracy {result.metrics['pixel_acc']:.4f}  "
+        f"({result.images} images) -> {Path(args.out) / 'metrics.json'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m anncore",
@@ -49,6 +96,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-place", action="store_true", help="re-execute the committed notebooks (default parameters) in place"
     )
     course.set_defaults(run=_course)
+
+    # Its flags live in anncore.train (one per TrainConfig field) and are parsed there, so `--help` here stays free
+    # of torch imports; prefix_chars="+" makes this parser hand every `--flag` through untouched.
+    train = commands.add_parser(
+        "train", help="train ANN or a baseline (python -m anncore train --help)", add_help=False, prefix_chars="+"
+    )
+    train.add_argument("train_args", nargs=argparse.REMAINDER)
+    train.set_defaults(run=_train)
+
+    bench = commands.add_parser("bench", help="measured FLOPs, memory and time of non-local vs APNB (cost curves)")
+    bench.add_argument("--suite", choices=("paper", "sweep"), default="sweep", help="paper protocol or N sweep")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes, channels, one thread: proves it works")
+    bench.add_argument("--device", default="auto", help="device to measure on (default: auto)")
+    bench.add_argument("--sizes", nargs="+", metavar="HxW", help="feature-map sizes (default: the suite's)")
+    bench.add_argument("--dtypes", nargs="+", choices=("float32", "bfloat16", "float16"), help="one JSON per dtype")
+    bench.add_argument("--modes", nargs="+", choices=("forward", "forward+backward"), help="what one call runs")
+    bench.add_argument("--channels", type=int, help="block input/output channels (paper 2048, sweep 512)")
+    bench.add_argument("--memory-format", choices=("contiguous", "channels_last"), help="of input and weights")
+    bench.add_argument("--repeats", type=int, help="timed calls per figure; the median is reported")
+    bench.add_argument("--warmup", type=int, help="untimed calls before measuring")
+    bench.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 on a shared machine)")
+    bench.add_argument("--out", default="benchmarks/results", help="folder for the JSON results")
+    bench.set_defaults(run=_bench)
+
+    synth = commands.add_parser("synth", help="write a synthetic data set in the exact Cityscapes layout")
+    synth.add_argument("--out", help="output folder (default: data/generated/synthetic_cityscapes in the repository)")
+    synth.add_argument("--train", type=int, default=40, help="train images (default: 40)")
+    synth.add_argument("--val", type=int, default=10, help="val images (default: 10)")
+    synth.add_argument("--height", type=int, default=256, help="image height (default: 256; real Cityscapes 1024)")
+    synth.add_argument("--width", type=int, default=512, help="image width (default: 512; real Cityscapes 2048)")
+    synth.add_argument("--seed", type=int, default=0, help="the set is a function of this seed (default: 0)")
+    synth.set_defaults(run=_synth)
+
+    evaluate = commands.add_parser("evaluate", help="whole / sliding / multi-scale+flip evaluation of a checkpoint")
+    evaluate.add_argument("--checkpoint", required=True, help="OUT/checkpoint.pt written by `train`")
+    evaluate.add_argument("--data-root", required=True, help="Cityscapes-layout root (leftImg8bit/, gtFine/)")
+    evaluate.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    evaluate.add_argument("--out", required=True, help="folder for metrics.json (and predictions/)")
+    evaluate.add_argument("--preset", choices=["whole", "slide769", "official-test"], help="inference preset")
+    evaluate.add_argument("--scales", type=float, nargs="+", help="image scales, e.g. 0.75 1.0 1.25")
+    evaluate.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="add flipped views")
+    evaluate.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="sliding-window size")
+    evaluate.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="sliding-window stride")
+    evaluate.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+    evaluate.add_argument("--save-predictions", action="store_true", help="label-id PNGs + colour overlays")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 

@@ -1,0 +1,165 @@
+"""Backbones with the two-level interface ANN needs: ``backbone(images) -> (low, high)``.
+
+``low`` is the stage AFNB takes keys/values and the auxiliary head from (ResNet layer3), ``high`` the last stage
+(ResNet layer4); both are at output stride 8, so they share one spatial size. Every backbone tells its channels as
+``low_channels`` and ``high_channels``.
+
+``resnet50`` / ``resnet101``
+    torchvision ResNet with ``replace_stride_with_dilation=[False, True, True]``: layer3 dilation 2, layer4
+    dilation 4, no stride after layer2 (ann-reference §3). Deviation from the official ``deepbase_resnet101_dilated8``:
+    torchvision's 7x7 stem instead of the deep 3x3 stem (64-64-128), so that torchvision/timm ImageNet weights load.
+``small``
+    a few conv-BN-ReLU layers for CPU runs of the whole pipeline on the synthetic set (:class:`SmallBackbone`).
+
+``pretrained`` (ResNets only): ``None`` (random init, with an :class:`UntrainedBackboneWarning`), ``"imagenet"``
+(torchvision's ``IMAGENET1K_V1`` weights through its weights API, downloaded once into ``$TORCH_HOME``) or the path of
+a local checkpoint with torchvision/timm ResNet keys (ann-reference §9, :func:`load_resnet_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
+
+BACKBONES: tuple[str, ...] = ("resnet50", "resnet101", "small")
+_RESNETS = {
+    "resnet50": (resnet50, ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (resnet101, ResNet101_Weights.IMAGENET1K_V1),
+}
+_RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+_CHECKPOINT_WRAPPERS = ("state_dict", "model")
+
+
+class UntrainedBackboneWarning(UserWarning):
+    """A ResNet backbone was built without pretrained weights."""
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet-50/101 at output stride 8 returning ``(layer3, layer4)`` (1024 and 2048 channels).
+
+    The stem and stages keep torchvision's attribute names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``), so the
+    backbone's state dict is a torchvision ResNet's without ``fc.*``.
+    """
+
+    low_channels = 1024
+    high_channels = 2048
+
+    def __init__(self, name: str = "resnet101", pretrained: str | Path | None = None) -> None:
+        super().__init__()
+        if name not in _RESNETS:
+            raise ValueError(f"ResNet backbone must be one of {tuple(_RESNETS)}, got {name!r}")
+        build, imagenet = _RESNETS[name]
+        net = build(
+            weights=imagenet if pretrained == "imagenet" else None, replace_stride_with_dilation=[False, True, True]
+        )
+        for stage in _RESNET_STAGES:
+            setattr(self, stage, getattr(net, stage))
+        self.name = name
+        if pretrained is None:
+            warnings.warn(
+                f"{name} backbone built without pretrained weights (pretrained=None): fine for tests and the synthetic "
+                "set, but Cityscapes mIoU near the paper's 79.9 needs ImageNet weights: pass pretrained='imagenet' or "
+                "a local ResNet checkpoint path",
+                UntrainedBackboneWarning,
+                stacklevel=2,
+            )
+        elif pretrained != "imagenet":
+            load_resnet_checkpoint(self, pretrained)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 3, H, W)`` -> ``(layer3, layer4)``, each ``(B, C, ceil(H/8), ceil(W/8))``."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        low = self.layer3(self.layer2(self.layer1(x)))
+        return low, self.layer4(low)
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallBackbone(nn.Module):
+    """A CPU-sized stand-in for the dilated ResNet with the same interface: ``(low 64 ch, high 128 ch)`` at stride 8.
+
+    Three stride-2 3x3 conv-BN-ReLU layers (3-24-32-64) reach stride 8, then two 3x3 layers give ``low`` (layer3's
+    role) and two more give ``high`` (layer4's role). Its receptive field is deliberately small (79 pixels, about a
+    third of a 256x512 crop's height), so whatever the heads know beyond a pixel's neighbourhood comes from their
+    context blocks: on the synthetic set, whose class-deciding cues lie far from the pixel, the attention heads have
+    something to add over the ``fcn`` baseline. No pretrained weights exist for it.
+    """
+
+    low_channels = 64
+    high_channels = 128
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(_conv_bn_relu(3, 24, 2), _conv_bn_relu(24, 32, 2), _conv_bn_relu(32, 64, 2))
+        self.layer3 = nn.Sequential(_conv_bn_relu(64, 64), _conv_bn_relu(64, self.low_channels))
+        self.layer4 = nn.Sequential(_conv_bn_relu(self.low_channels, 128), _conv_bn_relu(128, self.high_channels))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 3, H, W)`` -> ``(low, high)``, each ``(B, C, ceil(H/8), ceil(W/8))``."""
+        low = self.layer3(self.stem(x))
+        return low, self.layer4(low)
+
+
+def build_backbone(name: str, pretrained: str | Path | None = None) -> ResNetBackbone | SmallBackbone:
+    """The backbone called ``name`` (one of :data:`BACKBONES`), with ``pretrained`` as in the module docstring."""
+    if name == "small":
+        if pretrained is not None:
+            raise ValueError(
+                f"the small backbone has no pretrained weights; pretrained must be None, got {pretrained!r}"
+            )
+        return SmallBackbone()
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+    return ResNetBackbone(name, pretrained)
+
+
+def read_resnet_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ResNet state dict from a checkpoint file, normalised to torchvision backbone keys.
+
+    Accepts a bare state dict or one wrapped under ``state_dict`` / ``model``, strips a ``module.`` prefix
+    (DataParallel/DDP saves) and drops the ImageNet classifier ``fc.*``. timm's ResNets (``resnet50.tv_in1k``,
+    ``resnet101.tv_in1k``, ...) use torchvision's names, so their files load as they are.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained checkpoint {path} does not exist (expected 'imagenet', None or a file)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in _CHECKPOINT_WRAPPERS:
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict (a mapping of parameter names to tensors), got {type(state)}")
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    return {key: value for key, value in state.items() if not key.startswith("fc.")}
+
+
+def load_resnet_checkpoint(backbone: ResNetBackbone, path: str | Path) -> None:
+    """Load a torchvision/timm ResNet checkpoint file into ``backbone``; fail loudly on any missing key.
+
+    ``num_batches_tracked`` buffers may be absent (timm files omit them); every other backbone key must be present,
+    and a key the backbone does not have (a deep-stem ResNet, a segmentation checkpoint) is an error too.
+    """
+    state = read_resnet_state_dict(path)
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} is not a torchvision/timm {backbone.name} checkpoint: {len(missing)} backbone keys missing "
+            f"{missing[:8]}{' ...' if len(missing) > 8 else ''}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
+        )
+    try:
+        backbone.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: tensor shapes do not match a {backbone.name}: {err}") from err

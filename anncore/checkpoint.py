@@ -1,0 +1,99 @@
+"""Training checkpoints: atomic writes and the random-number-generator states that make a resume exact.
+
+A checkpoint is one ``torch.save`` dict (``OUT/checkpoint.pt``) holding only tensors, numbers, strings, lists and
+dicts, so it loads with ``weights_only=True``:
+
+=================  =================================================================================
+key                value
+=================  =================================================================================
+``format``         :data:`CHECKPOINT_FORMAT`
+``iteration``      completed training iterations
+``model``          the (unwrapped) model's ``state_dict``
+``model_config``   ``ANN(**model_config)`` rebuilds the architecture (:func:`anncore.model.load_model`)
+``optimizer``      SGD state (momentum buffers, lr)
+``scheduler``      poly scheduler state
+``scaler``         fp16 gradient scaler state (empty when disabled)
+``rng``            one :func:`capture_rng_state` per process (rank order)
+``progress``       best mIoU so far, accumulated wall time, ...
+``config``         the training configuration, as a dict
+=================  =================================================================================
+
+It is written to a temporary file in the same folder, flushed to disk and renamed over the old one (``os.replace``
+is atomic on POSIX and Windows), so a process killed at any moment leaves either the previous or the new checkpoint,
+never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically: ``path.tmp``, fsync, then ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (safe ``weights_only`` unpickling)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an anncore training checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def capture_rng_state(cuda: bool = True) -> dict[str, Any]:
+    """The torch (CPU and, with ``cuda``, every CUDA device), numpy and Python RNG states of this process.
+
+    numpy's key array is stored as a tensor so that the checkpoint stays ``weights_only``-loadable.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - the legacy global RNG is what other code draws from
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if cuda and torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Undo :func:`capture_rng_state`: set every generator it captured back to that state."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with the Python, numpy and torch CPU RNGs seeded with ``seed``; their states are restored after,
+    so the caller's random streams (dropout, say) do not see the block at all."""
+    state = capture_rng_state(cuda=False)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        restore_rng_state(state)

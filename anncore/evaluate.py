@@ -1,0 +1,246 @@
+"""Inference and evaluation: whole image, sliding window, multi-scale + flip (ann-reference §4, "validation" and
+"test server" rows), the confusion-matrix metrics, and Cityscapes-format prediction files.
+
+Every inference mode reduces to one mechanism: :func:`predict_probs` averages softmax probabilities over a set of
+views of the image (scales x flips), each view inferred whole or by overlapping windows whose probabilities are
+averaged where they overlap. The official code's single-scale validation is one view, whole image; its test-server
+setting is scales 0.75/1.0/1.25 + flip with 864 windows at stride 576 (:data:`PRESETS`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
+
+from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, train_id_to_label_id
+from anncore.metrics import ConfusionMatrix
+
+Logits = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How to turn an image into class probabilities.
+
+    Attributes:
+        scales: image scales to infer at; probabilities are resized back and averaged.
+        flip: also infer on the horizontally flipped image (and flip the result back).
+        crop: ``(h, w)`` sliding-window size, or ``None`` for the whole image at once.
+        stride: ``(h, w)`` window stride; defaults to two thirds of the crop (mmsegmentation's 769/513 ratio).
+    """
+
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    crop: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"scales must be positive numbers, got {self.scales}")
+        if self.crop is not None and (len(self.crop) != 2 or min(self.crop) <= 0):
+            raise ValueError(f"crop must be (height, width) > 0 or None, got {self.crop}")
+        if self.stride is not None and (self.crop is None or len(self.stride) != 2 or min(self.stride) <= 0):
+            raise ValueError(f"stride needs a crop and must be (height, width) > 0, got stride={self.stride}")
+
+
+PRESETS: dict[str, InferenceConfig] = {
+    # official validation: whole 1024x2048 image, single scale
+    "whole": InferenceConfig(),
+    # mmsegmentation's 769x769 configs: sliding 769 windows, stride 513
+    "slide769": InferenceConfig(crop=(769, 769), stride=(513, 513)),
+    # official test-server setting: scales 0.75/1.0/1.25 + flip, sliding 864 crops, stride 576
+    "official-test": InferenceConfig(scales=(0.75, 1.0, 1.25), flip=True, crop=(864, 864), stride=(576, 576)),
+}
+
+
+def model_logits(model: nn.Module) -> Logits:
+    """Wrap a segmentation model whose forward returns logits or a dict with ``"out"`` (the ANN models)."""
+
+    def logits(images: torch.Tensor) -> torch.Tensor:
+        out = model(images)
+        return out["out"] if isinstance(out, dict) else out
+
+    return logits
+
+
+def _window_starts(length: int, crop: int, stride: int) -> list[int]:
+    """Window origins covering ``[0, length)`` with the last window flush with the end (mmsegmentation's grid)."""
+    if length <= crop:
+        return [0]
+    count = math.ceil((length - crop) / stride) + 1
+    return [min(i * stride, length - crop) for i in range(count)]
+
+
+def _slide_probs(logits: Logits, image: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+    """Softmax probabilities of ``image (B, 3, H, W)`` from overlapping windows; images smaller than the crop are
+    zero-padded (as in training) and the padding cropped off."""
+    _, _, height, width = image.shape
+    pad_h, pad_w = max(crop[0] - height, 0), max(crop[1] - width, 0)
+    padded = F.pad(image, (0, pad_w, 0, pad_h))
+    total = None
+    count = torch.zeros(1, 1, *padded.shape[2:], device=image.device)
+    for y in _window_starts(padded.shape[2], crop[0], stride[0]):
+        for x in _window_starts(padded.shape[3], crop[1], stride[1]):
+            window = padded[:, :, y : y + crop[0], x : x + crop[1]]
+            probs = logits(window).float().softmax(1)
+            if total is None:
+                total = torch.zeros(image.shape[0], probs.shape[1], *padded.shape[2:], device=image.device)
+            total[:, :, y : y + crop[0], x : x + crop[1]] += probs
+            count[:, :, y : y + crop[0], x : x + crop[1]] += 1
+    return (total / count)[:, :, :height, :width]
+
+
+@torch.no_grad()
+def predict_probs(logits: Logits, image: torch.Tensor, config: InferenceConfig = InferenceConfig()) -> torch.Tensor:
+    """Class probabilities ``(B, K, H, W)`` for normalised images ``(B, 3, H, W)``, averaged over all views."""
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
+    size = image.shape[2:]
+    stride = config.stride or (config.crop and tuple(max(1, c * 2 // 3) for c in config.crop))
+    total = None
+    for scale in config.scales:
+        scaled = (
+            image if scale == 1.0 else F.interpolate(image, scale_factor=scale, mode="bilinear", align_corners=True)
+        )
+        for flipped in (False, True) if config.flip else (False,):
+            view = scaled.flip(3) if flipped else scaled
+            if config.crop is None:
+                probs = logits(view).float().softmax(1)
+            else:
+                probs = _slide_probs(logits, view, config.crop, stride)
+            if flipped:
+                probs = probs.flip(3)
+            if probs.shape[2:] != size:
+                probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=True)
+            total = probs if total is None else total + probs
+    return total / (len(config.scales) * (2 if config.flip else 1))
+
+
+def save_prediction(pred: np.ndarray, image_id: str, out_dir: Path, image: np.ndarray | None = None) -> Path:
+    """Write ``{image_id}_pred.png`` in Cityscapes **label-id** space (what the official evaluation and the benchmark
+    server read) and, with the RGB ``image``, a colour overlay ``{image_id}_overlay.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{image_id}_pred.png"
+    Image.fromarray(train_id_to_label_id(pred).astype(np.uint8)).save(path)
+    if image is not None:
+        overlay = (0.5 * image.astype(np.float32) + 0.5 * colorize(pred).astype(np.float32)).astype(np.uint8)
+        Image.fromarray(overlay).save(out_dir / f"{image_id}_overlay.png")
+    return path
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` measured; ``metrics`` is :meth:`ConfusionMatrix.compute`'s dictionary."""
+
+    metrics: dict
+    confusion: np.ndarray
+    config: dict = field(default_factory=dict)
+    images: int = 0
+
+
+def _denormalise(image: torch.Tensor) -> np.ndarray:
+    """ImageNet-normalised ``(3, H, W)`` back to uint8 RGB, for overlays."""
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    rgb = (image.cpu().float() * std + mean).clamp(0, 1) * 255
+    return rgb.round().byte().permute(1, 2, 0).numpy()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Sequence,
+    config: InferenceConfig = InferenceConfig(),
+    device: torch.device | str = "cpu",
+    predictions_dir: Path | None = None,
+    limit: int | None = None,
+) -> EvaluationResult:
+    """Run ``model`` over ``dataset`` (items ``(image, mask)`` as :class:`anncore.data.CityscapesSegmentation`
+    gives with validation transforms), accumulate the 19-class confusion matrix, optionally save predictions."""
+    model.eval()
+    device = torch.device(device)
+    logits = model_logits(model)
+    confusion = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for index in tqdm(range(count), desc="evaluate", unit="img"):
+        image, mask = dataset[index]
+        probs = predict_probs(logits, image.unsqueeze(0).to(device), config)
+        pred = probs.argmax(1)[0].cpu()
+        confusion.update(pred, mask)
+        if predictions_dir is not None:
+            save_prediction(pred.numpy(), dataset.image_id(index), predictions_dir, _denormalise(image))
+    return EvaluationResult(confusion.compute(), confusion.matrix.cpu().numpy(), asdict(config), count)
+
+
+def write_metrics(result: EvaluationResult, out_dir: Path, extra: dict | None = None) -> Path:
+    """``OUT/metrics.json``: mIoU, per-class IoU, pixel accuracy, the inference config and the confusion matrix."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        **result.metrics,
+        "class_names": list(CLASS_NAMES),
+        "images": result.images,
+        "inference": result.config,
+        "confusion": result.confusion.tolist(),
+        **(extra or {}),
+    }
+    path = out_dir / "metrics.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=float))
+    tmp.replace(path)
+    return path
+
+
+def inference_config(
+    preset: str | None = None,
+    scales: Sequence[float] | None = None,
+    flip: bool | None = None,
+    crop: Sequence[int] | None = None,
+    stride: Sequence[int] | None = None,
+) -> InferenceConfig:
+    """A preset from :data:`PRESETS` (default ``whole``) with any given option replacing the preset's value."""
+    name = preset or "whole"
+    if name not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+    base = PRESETS[name]
+    return InferenceConfig(
+        scales=tuple(scales) if scales else base.scales,
+        flip=base.flip if flip is None else flip,
+        crop=tuple(crop) if crop else base.crop,
+        stride=tuple(stride) if stride else base.stride,
+    )
+
+
+def run_evaluation(
+    checkpoint: Path,
+    data_root: Path,
+    out_dir: Path,
+    split: str = "val",
+    config: InferenceConfig = InferenceConfig(),
+    device: str = "auto",
+    save_predictions: bool = False,
+    limit: int | None = None,
+) -> EvaluationResult:
+    """``python -m anncore evaluate``: load a training checkpoint, evaluate a split, write ``OUT/metrics.json`` and
+    (with ``save_predictions``) ``OUT/predictions/{city}_{seq}_{frame}_pred.png`` plus colour overlays."""
+    from anncore.data import CityscapesSegmentation, val_transforms
+    from anncore.env import pick_device
+    from anncore.model import load_model
+
+    dev = pick_device(device)
+    model = load_model(checkpoint, map_location=dev)
+    dataset = CityscapesSegmentation(data_root, split=split, transforms=val_transforms())
+    predictions = out_dir / "predictions" if save_predictions else None
+    result = evaluate(model, dataset, config, dev, predictions, limit)
+    extra = {"checkpoint": str(checkpoint), "data_root": str(data_root), "split": split, "model": model.config}
+    write_metrics(result, out_dir, extra)
+    return result

@@ -1,0 +1,189 @@
+"""The ANN network (official ``asymmetric_non_local_network``, ann-reference §3) and the baselines it is compared to.
+
+One backbone, four heads, so that the context blocks are the only difference between them:
+
+=========  ====================================================================================================
+head       ``high`` (layer4) -> ... -> classifier
+=========  ====================================================================================================
+``ann``    AFNB(layer3, layer4) -> Conv3x3+BN+ReLU -> APNB -> Conv1x1      (the paper's network)
+``apnb``   layer4 -> Conv3x3+BN+ReLU -> APNB -> Conv1x1                   (paper Table 1 "+APNB")
+``nl``     layer4 -> Conv3x3+BN+ReLU -> NonLocal2d -> Conv1x1             (APNB's place taken by a non-local block)
+``fcn``    layer4 -> Conv3x3+BN+ReLU -> Conv1x1                           (no context block: the baseline)
+=========  ====================================================================================================
+
+``nl`` and ``apnb`` differ only in the context block, ``ann`` and ``apnb`` only in AFNB. Every head has the official
+auxiliary head on layer3 (Conv3x3+BN+ReLU -> Dropout2d(0.05) -> Conv1x1, loss weight 0.4). Logits are upsampled to
+the input size bilinearly with ``align_corners=True``, as official.
+
+Channel widths follow the backbone (:data:`HEAD_WIDTHS`): the official 512/256/256/512 on the ResNets, a quarter of
+that on the small CPU backbone.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anncore.attention import AttentionPath, check_path
+from anncore.backbone import BACKBONES, UntrainedBackboneWarning, build_backbone
+from anncore.blocks import AFNB, APNB, NonLocal2d
+from anncore.checkpoint import load_checkpoint
+
+HEADS: tuple[str, ...] = ("ann", "fcn", "nl", "apnb")
+DROPOUT = 0.05  # official: every Dropout2d in the head and the auxiliary head
+
+
+@dataclass(frozen=True)
+class HeadWidths:
+    """Channel widths of the head on one backbone.
+
+    Attributes:
+        context: output of the 3x3 bottleneck conv and width of APNB / the non-local block (official 512).
+        key: ``Ck`` of AFNB, APNB and the non-local block (official 256).
+        value: ``Cv`` (official 256).
+        aux: hidden channels of the auxiliary head (official 512).
+    """
+
+    context: int
+    key: int
+    value: int
+    aux: int
+
+
+HEAD_WIDTHS: dict[str, HeadWidths] = {
+    "resnet50": HeadWidths(512, 256, 256, 512),
+    "resnet101": HeadWidths(512, 256, 256, 512),
+    "small": HeadWidths(128, 64, 64, 64),
+}
+
+
+def _conv3x3_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Official ``Conv2d(k=3, padding=1)`` (with bias) followed by ``ModuleHelper.BNReLU``."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)
+    )
+
+
+class ContextHead(nn.Module):
+    """The main head: optional AFNB, the 3x3 bottleneck, an optional context block, the 1x1 classifier.
+
+    The blocks are attributes, ``None`` where the head has none: ``afnb`` (``ann``), ``apnb`` (``ann``, ``apnb``),
+    ``nl`` (``nl``), so attention can be captured with ``return_attention`` on them or forward hooks.
+    AFNB keeps the high level's width (official ``AFNB(1024, 2048, 2048, 256, 256)``).
+    """
+
+    def __init__(
+        self,
+        head: str,
+        low_channels: int,
+        high_channels: int,
+        widths: HeadWidths,
+        num_classes: int,
+        path: AttentionPath = "auto",
+    ) -> None:
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        self.kind = head
+        ctx = widths.context
+        self.afnb = (
+            AFNB(low_channels, high_channels, high_channels, widths.key, widths.value, DROPOUT, path=path)
+            if head == "ann"
+            else None
+        )
+        self.bottleneck = _conv3x3_bn_relu(high_channels, ctx)
+        self.apnb = APNB(ctx, ctx, widths.key, widths.value, DROPOUT, path=path) if head in ("ann", "apnb") else None
+        self.nl = NonLocal2d(ctx, ctx, widths.key, widths.value, DROPOUT, path=path) if head == "nl" else None
+        self.cls = nn.Conv2d(ctx, num_classes, 1)
+
+    @property
+    def context_block(self) -> APNB | NonLocal2d | None:
+        """The block after the bottleneck (APNB, the non-local block, or ``None`` for ``fcn``)."""
+        return self.apnb if self.apnb is not None else self.nl
+
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """``(low, high)`` features -> logits ``(B, num_classes, h, w)`` at the features' resolution."""
+        x = high if self.afnb is None else self.afnb(low, high)
+        x = self.bottleneck(x)
+        if self.context_block is not None:
+            x = self.context_block(x)
+        return self.cls(x)
+
+
+def _aux_head(in_channels: int, hidden: int, num_classes: int) -> nn.Sequential:
+    """Official ``dsn``: Conv3x3+BN+ReLU -> Dropout2d(0.05) -> Conv1x1 on layer3."""
+    return nn.Sequential(
+        _conv3x3_bn_relu(in_channels, hidden), nn.Dropout2d(DROPOUT), nn.Conv2d(hidden, num_classes, 1)
+    )
+
+
+def _upsample(logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+
+
+class ANN(nn.Module):
+    """Backbone + one of :data:`HEADS` + the auxiliary head: the networks this project trains and compares.
+
+    Args:
+        num_classes: output classes (19 on Cityscapes).
+        backbone: one of :data:`~anncore.backbone.BACKBONES`.
+        head: one of :data:`HEADS` (module docstring).
+        pretrained: backbone weights: ``None``, ``"imagenet"`` or a checkpoint path (see :mod:`anncore.backbone`).
+        path: attention path of the context blocks (:mod:`anncore.attention`).
+        aux: build the auxiliary head on layer3.
+
+    ``model(images)`` returns a dict of logits at the input size: ``{"out", "aux"}`` in training mode (``aux`` only
+    when the model has the auxiliary head) and ``{"out"}`` in eval mode, where the auxiliary head, which only feeds
+    the loss, is skipped (as official inference uses only the main output). ``model.config`` holds the arguments
+    that rebuild the architecture; :func:`load_model` uses it.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 19,
+        backbone: str = "resnet101",
+        head: str = "ann",
+        pretrained: str | Path | None = None,
+        path: AttentionPath = "auto",
+        aux: bool = True,
+    ) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        check_path(path)
+        self.config = {"num_classes": num_classes, "backbone": backbone, "head": head, "path": path, "aux": aux}
+        self.backbone = build_backbone(backbone, pretrained)
+        low, high = self.backbone.low_channels, self.backbone.high_channels
+        widths = HEAD_WIDTHS[backbone]
+        self.head = ContextHead(head, low, high, widths, num_classes, path)
+        self.aux_head = _aux_head(low, widths.aux, num_classes) if aux else None
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``images (B, 3, H, W)`` -> ``{"out": (B, K, H, W)[, "aux": (B, K, H, W)]}`` (class docstring)."""
+        size = images.shape[-2:]
+        low, high = self.backbone(images)
+        outputs = {"out": _upsample(self.head(low, high), size)}
+        if self.training and self.aux_head is not None:
+            outputs["aux"] = _upsample(self.aux_head(low), size)
+        return outputs
+
+
+def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> ANN:
+    """Rebuild a trained model from a training checkpoint (``OUT/checkpoint.pt``), in eval mode.
+
+    Needs nothing from the training code: the checkpoint's ``model_config`` gives the architecture and ``model`` the
+    weights. The backbone is built without pretrained weights, since the checkpoint replaces them.
+    """
+    state = load_checkpoint(checkpoint, map_location)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedBackboneWarning)
+        model = ANN(**state["model_config"], pretrained=None)
+    model.load_state_dict(state["model"])
+    return model.to(map_location).eval()

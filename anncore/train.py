@@ -1,0 +1,745 @@
+"""Training: ``python -m anncore train [--config FILE] [flags]``, one process or ``torchrun`` with DDP.
+
+The official recipe (ann-reference §4; MendelXu/ANN ``hypes/seg/cityscapes/fs_annn_cityscapes_seg.json`` and
+``run_fs_annn_cityscapes_seg.sh``) is the default of :class:`TrainConfig`: SGD lr 0.01, momentum 0.9, weight decay
+5e-4 on every parameter, poly decay ``lr * (1 - it / iters) ** 0.9`` per iteration, batch 8, 769x769 crops, 60k
+iterations, OHEM cross-entropy (0.7, 100000) on the main output + 0.4 x cross-entropy on the auxiliary output,
+validation every 4000 and a checkpoint every 1000 iterations. ``params/cityscapes_r101.yaml`` adds the official
+class weights and ImageNet weights; ``params/train_synthetic_cpu.yaml`` is the CPU run on the synthetic set.
+
+Outputs in ``OUT`` (written by rank 0 only):
+
+* ``config.yaml``: the effective configuration;
+* ``log.jsonl``: one JSON record per line, ``{"kind": "train", "iter", "loss", "loss_main", "loss_aux", "lr",
+  "images_per_s", ...}`` every ``log_every`` iterations and ``{"kind": "val", "iter", "miou", "pixel_acc", "iou"}``
+  after each validation;
+* ``checkpoint.pt``: written atomically (:mod:`anncore.checkpoint`) every ``checkpoint_every`` iterations and at the
+  end; ``--resume`` continues from it;
+* ``metrics.json``: at the end, final and best mIoU, per-class IoU, images/s, peak memory, wall time, the config.
+
+**Exact resume.** The batch of iteration ``i`` is a pure function of ``(seed, i)``: a permutation of the training
+set per epoch from ``(seed, epoch)``, and every sample's augmentation runs under RNGs seeded from
+``(seed, i, position)`` (:class:`ResumableBatchSampler`), whatever the number of workers. Model, optimiser,
+scheduler, gradient scaler, iteration and the RNG states of every process are checkpointed. So a run killed at any
+moment (even ``kill -9``) and resumed with ``--resume`` reaches bitwise the same weights as an uninterrupted run on
+the same machine and device (tested on CPU).
+
+**Precision.** ``--amp``: bf16 autocast on CUDA (fp16 with a gradient scaler on GPUs without bf16), fp16 on MPS, and
+bf16 on CPU (only when asked: CPU bf16 autocast is slower than fp32 on many CPUs). Losses are computed in fp32.
+
+**Distributed.** Under ``torchrun`` (``WORLD_SIZE`` > 1) each process drives one device: DistributedDataParallel,
+NCCL on GPUs and gloo on CPUs, SyncBatchNorm on GPUs (PyTorch's SyncBatchNorm runs on GPUs only, so CPU processes
+keep per-process BN), the global batch ``batch_size`` split evenly over the processes, validation sharded and its
+confusion matrices summed. ``OUT`` must be a folder all processes see (resume reads it on every rank).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from tqdm.auto import tqdm
+
+from anncore.attention import ATTENTION_PATHS
+from anncore.backbone import BACKBONES
+from anncore.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint, seeded
+from anncore.env import pick_device
+from anncore.losses import SegmentationLoss
+from anncore.metrics import ConfusionMatrix
+from anncore.model import ANN, HEADS
+
+SYNTHETIC = "synthetic"
+
+
+# --------------------------------------------------------------------------------------------------------- config
+def _opt(default: Any, help_text: str, **kwargs: Any) -> Any:
+    """A config field with its ``--help`` text (and argparse extras: ``choices``, ``metavar``)."""
+    return field(default=default, metadata={"help": help_text, **kwargs})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; the defaults are the official Cityscapes recipe where one applies.
+
+    Build it directly, from a YAML mapping (:func:`load_config`) or from the command line (:func:`main`); every
+    field is checked on construction (type, then range), and errors name the field.
+    """
+
+    data_root: str = _opt(
+        "data/cityscapes",
+        f"Cityscapes root (leftImg8bit/, gtFine/), or {SYNTHETIC!r}: the embedded synthetic set, generated if missing",
+    )
+    out: str = _opt("runs/train", "output folder: checkpoint.pt, log.jsonl, metrics.json, config.yaml")
+    iters: int = _opt(60_000, "training iterations (official 60000)")
+    batch_size: int = _opt(8, "global batch, split over DDP processes (official 8 = 8 GPUs x 1)")
+    crop: tuple[int, int] = _opt((769, 769), "training crop H W (official 769 769)", metavar=("H", "W"))
+    photometric: bool = _opt(True, "photometric jitter in the training augmentation (slow on CPU)")
+    backbone: str = _opt("resnet101", f"one of {BACKBONES}", choices=BACKBONES)
+    head: str = _opt("ann", f"one of {HEADS}", choices=HEADS)
+    pretrained: str | None = _opt(None, "backbone weights: none, imagenet (torchvision download) or a checkpoint path")
+    attention: str = _opt("auto", "attention path of the context blocks", choices=ATTENTION_PATHS)
+    lr: float = _opt(0.01, "base learning rate (official 0.01)")
+    momentum: float = _opt(0.9, "SGD momentum (official 0.9)")
+    weight_decay: float = _opt(5e-4, "SGD weight decay on every parameter (official 5e-4)")
+    poly_power: float = _opt(0.9, "poly decay power, per iteration (official 0.9)")
+    aux_weight: float = _opt(0.4, "auxiliary loss weight; 0 builds no auxiliary head (official 0.4)")
+    ohem: bool = _opt(True, "OHEM cross-entropy on the main output (official)")
+    ohem_thresh: float = _opt(0.7, "OHEM probability threshold (official 0.7)")
+    ohem_min_kept: int = _opt(100_000, "OHEM minimum kept pixels per image (official 100000 per 769x769 crop)")
+    class_weights: list[float] | None = _opt(None, "per-class CE weights (params/cityscapes_r101.yaml: official)")
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:i or mps (under torchrun: each process its local GPU)")
+    amp: bool = _opt(False, "mixed precision: bf16 autocast on CUDA (fp16 + grad scaler without bf16), bf16 on CPU")
+    channels_last: bool = _opt(False, "channels_last memory format for model and inputs")
+    workers: int = _opt(4, "DataLoader worker processes per training process")
+    seed: int = _opt(0, "seed of initialisation, data order and augmentation")
+    val_every: int = _opt(4000, "validate every N iterations (and always at the end); 0: only at the end")
+    checkpoint_every: int = _opt(1000, "checkpoint every N iterations (and always at the end); 0: only at the end")
+    log_every: int = _opt(10, "append a training record to log.jsonl every N iterations")
+    resume: bool = _opt(False, "continue the run in OUT from OUT/checkpoint.pt (a fresh start if there is none)")
+
+    def __post_init__(self) -> None:
+        for f, hint in _field_types().items():
+            setattr(self, f, _coerce(f, getattr(self, f), hint))
+        positive = ("iters", "batch_size", "lr", "log_every")
+        non_negative = (
+            "momentum",
+            "weight_decay",
+            "poly_power",
+            "aux_weight",
+            "workers",
+            "val_every",
+            "checkpoint_every",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if min(self.crop) < 1:
+            raise ConfigError(f"crop must be two positive sizes H W, got {self.crop}")
+        if not 0.0 < self.ohem_thresh <= 1.0 or self.ohem_min_kept < 1:
+            raise ConfigError(
+                f"ohem_thresh must be in (0, 1] and ohem_min_kept >= 1, got {self.ohem_thresh}, {self.ohem_min_kept}"
+            )
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name} must be one of {choices}, got {getattr(self, f.name)!r}")
+        if self.pretrained is not None and self.pretrained.lower() == "none":
+            self.pretrained = None
+
+
+class ConfigError(ValueError):
+    """A configuration value or file is invalid; the message names the key."""
+
+
+def _field_types() -> dict[str, Any]:
+    return {f.name: hint for f, hint in zip(fields(TrainConfig), get_type_hints(TrainConfig).values(), strict=True)}
+
+
+def _is_optional(hint: Any) -> bool:
+    return get_origin(hint) in (Union, UnionType)
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    """``X`` for ``X | None``, else ``hint`` itself."""
+    return next(a for a in get_args(hint) if a is not type(None)) if _is_optional(hint) else hint
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the field's type (ints accepted for floats, lists for tuples); a ``ConfigError`` otherwise."""
+    if _is_optional(hint):
+        return None if value is None else _coerce(name, value, _unwrap_optional(hint))
+    args = get_args(hint)
+    if get_origin(hint) in (tuple, list):
+        if not isinstance(value, list | tuple) or (get_origin(hint) is tuple and len(value) != len(args)):
+            raise ConfigError(
+                f"{name} must be a list of {len(args) if get_origin(hint) is tuple else 'some'} "
+                f"{args[0].__name__}s, got {value!r}"
+            )
+        items = [_coerce(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value)]
+        return get_origin(hint)(items)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """:class:`TrainConfig` from a YAML mapping of field names (``None``: the defaults), then ``overrides``.
+
+    Unknown keys are an error naming them, so a misspelt setting never silently falls back to a default.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text())
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a YAML mapping of TrainConfig fields, got {type(loaded).__name__}")
+        values.update(loaded)
+    values.update(overrides)
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path or 'overrides'}: unknown config keys {unknown}; known keys: {sorted(known)}")
+    return TrainConfig(**values)
+
+
+def build_model(config: TrainConfig, num_classes: int | None = None) -> ANN:
+    """The :class:`~anncore.model.ANN` a configuration trains (Cityscapes' 19 classes unless told otherwise)."""
+    if num_classes is None:
+        from anncore.data import NUM_CLASSES
+
+        num_classes = NUM_CLASSES
+    return ANN(num_classes, config.backbone, config.head, config.pretrained, config.attention, config.aux_weight > 0)
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(index, sample_seed)`` for iterations ``start .. stop - 1``, each a pure function of
+    ``(seed, iteration)``: what makes a resume exact and data order independent of workers and restarts.
+
+    Iteration ``i`` is batch ``i % B`` of epoch ``i // B`` (``B = len(dataset) // batch_size``, the last partial
+    batch dropped, as official ``drop_last``), epoch ``e`` being ``randperm`` seeded with ``(seed, e)``. With
+    ``world_size`` processes, rank ``r`` takes the ``r``-th contiguous share of every global batch (this is the
+    distributed sampler). Sample seeds come from ``numpy.random.SeedSequence([seed, i, position])``.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if batch_size % world_size:
+            raise ConfigError(f"batch_size {batch_size} must be a multiple of the number of processes {world_size}")
+        if size < batch_size:
+            raise ConfigError(f"batch_size {batch_size} is larger than the training set ({size} images)")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start, self.stop = start, stop
+        self.share = batch_size // world_size
+        self.offset = rank * self.share
+        self.batches_per_epoch = size // batch_size
+        self._epoch: tuple[int, list[int]] = (-1, [])
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def _permutation(self, epoch: int) -> list[int]:
+        if self._epoch[0] != epoch:
+            seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+            self._epoch = (epoch, torch.randperm(self.size, generator=torch.Generator().manual_seed(seed)).tolist())
+        return self._epoch[1]
+
+    def batch(self, iteration: int) -> list[tuple[int, int]]:
+        """This process's share of the global batch of ``iteration``."""
+        epoch, b = divmod(iteration, self.batches_per_epoch)
+        indices = self._permutation(epoch)[b * self.batch_size : (b + 1) * self.batch_size]
+        positions = range(self.offset, self.offset + self.share)
+        return [
+            (indices[p], int(np.random.SeedSequence([self.seed, iteration, p]).generate_state(1)[0])) for p in positions
+        ]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return (self.batch(i) for i in range(self.start, self.stop))
+
+
+class SeededSamples(Dataset):
+    """``dataset[(index, seed)]`` is ``dataset[index]`` computed with the Python, numpy and torch RNGs seeded with
+    ``seed`` (the caller's RNG states are restored afterwards), so augmentation depends on the seed only."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with seeded(seed):
+            return self.dataset[index]
+
+
+def _datasets(config: TrainConfig, ctx: _Dist) -> tuple[Dataset, Dataset]:
+    from anncore.data import CityscapesSegmentation, train_transforms, val_transforms
+    from anncore.data.synthetic import ensure_synthetic
+
+    root: str | Path = config.data_root
+    if root == SYNTHETIC:
+        if not ctx.main:
+            ctx.barrier()  # rank 0 writes the set first
+        root = ensure_synthetic()
+        if ctx.main:
+            ctx.barrier()
+    train_set = CityscapesSegmentation(
+        root, split="train", transforms=train_transforms(crop_size=config.crop, photometric=config.photometric)
+    )
+    return train_set, CityscapesSegmentation(root, split="val", transforms=val_transforms())
+
+
+# ---------------------------------------------------------------------------------------------------- distributed
+@dataclass
+class _Dist:
+    """This process's place in the job (single process: rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def all_gather(self, obj: Any) -> list[Any]:
+        if self.world_size == 1:
+            return [obj]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+
+def _init_distributed(device: str) -> tuple[_Dist, torch.device]:
+    """Join the ``torchrun`` job described by the environment, if any, and pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    picked = pick_device(device)
+    if world_size == 1:
+        return _Dist(), picked
+    ctx = _Dist(int(os.environ["RANK"]), world_size, int(os.environ["LOCAL_RANK"]))
+    if picked.type == "cuda":
+        picked = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(picked)
+    dist.init_process_group("nccl" if picked.type == "cuda" else "gloo")
+    return ctx, picked
+
+
+def sync_batchnorm(model: nn.Module, world_size: int, device: torch.device) -> tuple[nn.Module, bool]:
+    """``(model, converted)``: BatchNorm layers become ``SyncBatchNorm`` when several GPU processes train (official
+    ``encsync_batchnorm``). PyTorch's SyncBatchNorm raises on CPU tensors, so CPU processes keep their own BN."""
+    if world_size > 1 and device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model), True
+    return model, False
+
+
+# -------------------------------------------------------------------------------------------------------- training
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before the update, keeping the last checkpoint."""
+
+
+def amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on ``device`` (module docstring), ``None`` for full precision."""
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if device.type == "mps" else torch.bfloat16
+
+
+def _poly(iters: int, power: float):
+    """Official ``lambda_poly``: ``(1 - it / iters) ** power`` at iteration ``it`` (0-based)."""
+    return lambda it: (1.0 - it / iters) ** power
+
+
+class _Log:
+    """``OUT/log.jsonl``, appended by rank 0 only; on resume, records after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until: int | None) -> None:
+        self.path, self.enabled = path, enabled
+        if enabled and keep_until is not None and path.exists():
+            kept = []
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    continue
+                if record.get("iter", 0) <= keep_until:
+                    kept.append(line + "\n")
+            path.write_text("".join(kept))
+        elif enabled:
+            path.write_text("")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(_json_safe(record)) + "\n")
+
+
+def _json_safe(value: Any) -> Any:
+    """nan/inf -> None, recursively, so the files are strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    dataset: Dataset,
+    device: torch.device,
+    num_classes: int,
+    ignore_index: int,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    workers: int = 0,
+    ctx: _Dist | None = None,
+) -> dict[str, Any]:
+    """Whole-image, single-scale mIoU on ``dataset`` (official validation), sharded over processes.
+
+    Leaves ``model`` in eval mode; the caller puts it back in training mode.
+    """
+    ctx = ctx or _Dist()
+    shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
+    # Own generator: creating the loader must not draw from the global RNG (exact resume).
+    loader = DataLoader(shard, batch_size=1, num_workers=workers, generator=torch.Generator())
+    confusion = ConfusionMatrix(num_classes, ignore_index, device)
+    model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    for image, mask in loader:
+        image = image.to(device, non_blocking=True, memory_format=memory_format)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(image)["out"]
+        confusion.update(logits.argmax(1), mask.to(device, non_blocking=True))
+    if ctx.world_size > 1:
+        dist.all_reduce(confusion.matrix)
+    return confusion.compute()
+
+
+def _peak_memory(device: torch.device) -> tuple[float | None, str]:
+    """Peak memory in GiB: allocated tensors on CUDA, else the process's max RSS (Unix; ``None`` on Windows)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30, "cuda max_memory_allocated"
+    try:
+        import resource
+    except ImportError:
+        return None, "unavailable"
+    scale = 2**30 if sys.platform == "darwin" else 2**20  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, "process max RSS"
+
+
+def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
+    """The checkpoint to continue from, checked against ``config``; ``None`` for a fresh start."""
+    if not path.exists():
+        return None
+    if not config.resume:
+        raise FileExistsError(f"{path} exists: pass --resume to continue that run, or choose another --out")
+    state = load_checkpoint(path)
+    saved = state["config"]
+    may_change = {"resume", "workers", "data_root", "out", "device", "log_every"}
+    differing = sorted(k for k, v in asdict(config).items() if k not in may_change and saved.get(k) != _plain(v))
+    if differing:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in differing)
+        raise ConfigError(
+            f"--resume with a different configuration than {path} was trained with ({changes}); "
+            "resume with the same settings, or start a new run in another --out"
+        )
+    return state
+
+
+def _plain(value: Any) -> Any:
+    """Config values as stored in a checkpoint (tuples become lists)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _plain_config(config: TrainConfig) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in asdict(config).items()}
+
+
+class _Run:
+    """One training process: data, model, optimiser and bookkeeping, restored from ``OUT/checkpoint.pt`` when
+    resuming. :func:`train` drives it one iteration at a time."""
+
+    def __init__(self, config: TrainConfig, ctx: _Dist, device: torch.device) -> None:
+        from anncore.data import IGNORE_INDEX, NUM_CLASSES
+
+        self.config, self.ctx, self.device = config, ctx, device
+        self.started = time.perf_counter()
+        self.out = Path(config.out)
+        self.checkpoint_path = self.out / "checkpoint.pt"
+        resumed = _resume_state(config, self.checkpoint_path)
+        self.train_set, self.val_set = _datasets(config, ctx)
+        if ctx.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(_plain_config(config), sort_keys=False))
+
+        random.seed(config.seed)
+        np.random.seed(config.seed)  # noqa: NPY002 - the global RNG third-party augmentation may use
+        torch.manual_seed(config.seed)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # official; exact resume is promised on CPU only
+        model = build_model(config, NUM_CLASSES).to(device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.synced = sync_batchnorm(model, ctx.world_size, device)
+        self.criterion = SegmentationLoss(
+            config.aux_weight, config.ohem, config.ohem_thresh, config.ohem_min_kept, config.class_weights, IGNORE_INDEX
+        ).to(device)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _poly(config.iters, config.poly_power))
+        self.autocast_dtype = amp_dtype(config.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype is torch.float16)
+        self.progress: dict[str, Any] = {"best_miou": math.nan, "best_iter": 0, "last_val": None, "wall_time_s": 0.0}
+        self.start = 0
+        if resumed is not None:
+            self._restore(resumed)
+        elif config.resume and ctx.main:
+            print(f"--resume: no {self.checkpoint_path} yet, starting from scratch", file=sys.stderr)
+        self.resumed_from = self.start if resumed is not None else None
+        self.last_saved = self.resumed_from
+        self.wall_before = self.progress["wall_time_s"]
+        self.net: nn.Module = self.model
+        if ctx.world_size > 1:
+            self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.log = _Log(self.out / "log.jsonl", ctx.main, keep_until=self.resumed_from)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.train_seconds, self.images_seen = 0.0, 0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.progress, self.start = state["progress"], state["iteration"]
+        rng = state["rng"]
+        if len(rng) != self.ctx.world_size:
+            warnings.warn(
+                f"resuming a {len(rng)}-process run with {self.ctx.world_size} processes: the data order is kept, "
+                "but random draws (dropout) differ from an uninterrupted run",
+                stacklevel=3,
+            )
+        restore_rng_state(rng[self.ctx.rank % len(rng)])
+        if self.ctx.main:
+            print(f"resuming {self.checkpoint_path} at iteration {self.start} of {self.config.iters}", file=sys.stderr)
+
+    def loader(self) -> DataLoader:
+        """The training batches of the remaining iterations (:class:`ResumableBatchSampler`)."""
+        config, ctx = self.config, self.ctx
+        sampler = ResumableBatchSampler(
+            len(self.train_set), config.batch_size, config.seed, self.start, config.iters, ctx.rank, ctx.world_size
+        )
+        return DataLoader(
+            SeededSamples(self.train_set),
+            batch_sampler=sampler,
+            num_workers=config.workers,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # creating the iterator must not draw from the global RNG
+        )
+
+    def step(self, done: int, images: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
+        """One SGD step on a batch; returns the losses (averaged over processes) and the lr it used.
+
+        Raises :class:`NonFiniteLossError` before touching the weights if the loss is NaN/inf on any process.
+        """
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        masks = masks.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            outputs = self.net(images)
+        loss, parts = self.criterion(outputs, masks)
+        values = torch.stack([loss.detach(), parts["main"], parts.get("aux", torch.zeros_like(parts["main"]))])
+        if self.ctx.world_size > 1:
+            dist.all_reduce(values)  # every process sees the same values, so all stop together on a NaN
+            values /= self.ctx.world_size
+        total, main, aux = values.tolist()
+        if not math.isfinite(total):
+            self.log.write({"kind": "error", "iter": done, "loss": total})
+            raise NonFiniteLossError(self._non_finite_message(done, total))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        return {"loss": total, "loss_main": main, "loss_aux": aux, "lr": lr}
+
+    def _non_finite_message(self, done: int, loss: float) -> str:
+        if self.last_saved is None:
+            kept = "no checkpoint had been written yet"
+        else:
+            kept = (
+                f"the last good checkpoint {self.checkpoint_path} (iteration {self.last_saved}) is kept; fix the "
+                "cause (lower --lr, no --amp, check the data) and continue with --resume"
+            )
+        return (
+            f"non-finite loss ({loss}) at iteration {done} of {self.config.iters}: training stopped before updating "
+            f"the weights; {kept}"
+        )
+
+    def evaluate(self, done: int) -> dict[str, Any]:
+        """Validate after ``done`` iterations, log it, and track the best mIoU."""
+        from anncore.data import IGNORE_INDEX, NUM_CLASSES
+
+        config = self.config
+        result = validate(
+            self.model, self.val_set, self.device, NUM_CLASSES, IGNORE_INDEX, self.autocast_dtype,
+            config.channels_last, config.workers, self.ctx,
+        )  # fmt: skip
+        self.net.train()
+        self.progress["last_val"] = {"iter": done, **result}
+        if math.isnan(self.progress["best_miou"]) or result["miou"] > self.progress["best_miou"]:
+            self.progress["best_miou"], self.progress["best_iter"] = result["miou"], done
+        self.log.write({"kind": "val", "iter": done, **result})
+        return result
+
+    def save(self, done: int) -> None:
+        """Checkpoint after ``done`` iterations (collective: every process hands its RNG state to rank 0)."""
+        rng = self.ctx.all_gather(capture_rng_state())
+        if self.ctx.main:
+            self.progress["wall_time_s"] = self.wall_before + time.perf_counter() - self.started
+            state = {
+                "iteration": done,
+                "model": self.model.state_dict(),
+                "model_config": self.model.config,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": rng,
+                "progress": self.progress,
+                "config": _plain_config(self.config),
+            }
+            save_checkpoint(state, self.checkpoint_path)
+        self.last_saved = done
+
+    def metrics(self) -> dict[str, Any]:
+        """What ``OUT/metrics.json`` holds (module docstring)."""
+        from anncore.data import CLASS_NAMES
+
+        final, elapsed = self.progress["last_val"], time.perf_counter() - self.started
+        peak, peak_kind = _peak_memory(self.device)
+        dtype = self.autocast_dtype
+        return {
+            "final_miou": final["miou"],
+            "best_miou": self.progress["best_miou"],
+            "best_iter": self.progress["best_iter"],
+            "pixel_acc": final["pixel_acc"],
+            "iou_per_class": dict(zip(CLASS_NAMES, final["iou"], strict=True)),
+            "iterations": self.config.iters,
+            "resumed_from": self.resumed_from,
+            "images_per_s": self.images_seen / self.train_seconds if self.train_seconds else None,
+            "peak_memory_gib": peak,
+            "peak_memory_kind": peak_kind,
+            "wall_time_s": elapsed,
+            "wall_time_total_s": self.wall_before + elapsed,
+            "device": str(self.device),
+            "world_size": self.ctx.world_size,
+            "sync_batchnorm": self.synced,
+            "amp_dtype": None if dtype is None else str(dtype).removeprefix("torch."),
+            "torch": torch.__version__,
+            "config": _plain_config(self.config),
+        }
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) the training that ``config`` describes; returns what ``OUT/metrics.json`` holds.
+
+    Raises:
+        NonFiniteLossError: the loss was NaN/inf at some iteration (named in the message); nothing was updated
+            with it and ``OUT/checkpoint.pt`` still holds the last good state.
+    """
+    ctx, device = _init_distributed(config.device)
+    try:
+        run = _Run(config, ctx, device)
+        bar = tqdm(total=config.iters, initial=run.start, disable=not ctx.main, desc=f"{config.head}/{config.backbone}")
+        run.net.train()
+        tick = time.perf_counter()
+        for iteration, (images, masks) in enumerate(run.loader(), start=run.start):
+            done = iteration + 1
+            record = run.step(done, images, masks)
+            seconds = time.perf_counter() - tick  # data wait included: end-to-end throughput
+            run.train_seconds += seconds
+            run.images_seen += config.batch_size
+            record["images_per_s"] = config.batch_size / seconds
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}"
+            )
+            if done % config.log_every == 0 or done == config.iters:
+                run.log.write({"kind": "train", "iter": done, **record, "time_s": time.perf_counter() - run.started})
+            if (config.val_every and done % config.val_every == 0) or done == config.iters:
+                result = run.evaluate(done)
+                if ctx.main:
+                    bar.write(
+                        f"iteration {done}: val mIoU {result['miou']:.4f}, pixel accuracy {result['pixel_acc']:.4f}"
+                    )
+            if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.iters:
+                run.save(done)
+            tick = time.perf_counter()  # validation and checkpoints are not training time
+        bar.close()
+        metrics = run.metrics()
+        if ctx.main:
+            (run.out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+        return metrics
+    finally:
+        if ctx.world_size > 1:
+            dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m anncore train`` flags: ``--config FILE`` and one flag per :class:`TrainConfig` field."""
+    parser = argparse.ArgumentParser(
+        prog="python -m anncore train",
+        description="Train ANN or a baseline head (official Cityscapes recipe by default). Flags override the YAML "
+        "file given with --config. Multi-GPU: torchrun --nproc_per_node=K -m anncore train ...",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML mapping of settings (e.g. params/cityscapes_r101.yaml)")
+    for f, hint in _field_types().items():
+        spec = next(x for x in fields(TrainConfig) if x.name == f)
+        kwargs: dict[str, Any] = {
+            "default": argparse.SUPPRESS,
+            "help": f"{spec.metadata['help']} (default: {spec.default})",
+            "dest": f,
+        }
+        base = _unwrap_optional(hint)
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif get_origin(base) in (tuple, list):
+            item = get_args(base)[0]
+            kwargs.update(type=item, nargs=len(get_args(base)) if get_origin(base) is tuple else "+")
+            kwargs["metavar"] = spec.metadata.get("metavar", item.__name__.upper())
+        else:
+            kwargs["type"] = base
+            if "choices" in spec.metadata:
+                kwargs["choices"] = spec.metadata["choices"]
+        parser.add_argument(f"--{f.replace('_', '-')}", **kwargs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m anncore train`` (module docstring); returns the exit status."""
+    args = vars(build_parser().parse_args(argv))
+    try:
+        config = load_config(args.pop("config", None), **args)
+        train(config)
+    except (ConfigError, FileExistsError, FileNotFoundError) as err:  # a setting or a path to fix
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

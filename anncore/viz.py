@@ -1,0 +1,809 @@
+"""Plotting helpers for the course: pyramid grids, attention maps, costs and tensor shapes.
+
+Every ``plot_*`` function is pure: it builds a new :class:`matplotlib.figure.Figure` (not registered with pyplot, so a
+notebook shows it exactly once, as the cell's value) and returns it. Every ``draw_*`` function draws onto an
+``Axes`` it is given (or a new one) and returns that ``Axes``, so notebooks can compose panels. Nothing here changes
+global matplotlib state.
+
+Conventions, shared with :mod:`anncore.pyramid`:
+
+* a feature map is ``(H, W)``; pixel ``(r, c)`` is drawn centred on data coordinates ``(x=c, y=r)``;
+* attention weights are ``(N, S)`` rows (``N = H*W`` queries, row-major); ``S = N`` for the non-local block and
+  ``S = 110`` anchors for APNB/AFNB (pyramid sampling, official ``PSPModule``), ordered level by level, each level
+  row-major;
+* an anchor's pooling cell is the real ``AdaptiveAvgPool2d`` cell from :func:`anncore.pyramid.cell_bounds`, so
+  overlapping cells (size not divisible by the grid) are drawn as they are, overlapping.
+
+Two helpers prepare what is plotted rather than plot it: :func:`image_features` (transparent hand-made features
+of an image, so attention maps can be shown without a trained backbone) and :func:`with_visible_attention` (an
+untrained block whose attention actually reaches its output).
+
+Attention of a trained model (the interactive explorer, :mod:`anncore.widgets`, is built on these):
+:func:`capture_attention` records the inputs of every NL/APNB/AFNB block during an ordinary forward (hooks, the
+model's code path unchanged) and :class:`CapturedAttention` recomputes the weights of chosen query pixels from them
+in ``O(N)`` memory; :func:`pixel_attention` turns them into per-pixel maps; :func:`attention_overlay` and
+:func:`anchor_level_maps` render them as arrays (fast enough for a slider), :func:`plot_query_attention` and
+:func:`plot_prediction` as figures. A query pixel of the image and its cell on the stride-8 feature grid are related
+by :func:`image_to_cell` and :func:`cell_centre`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
+from torch import nn
+
+from anncore.blocks import AFNB, APNB, NonLocal2d, SelfAttention2d
+from anncore.data.cityscapes import CLASS_NAMES, IGNORE_INDEX, PALETTE, colorize
+from anncore.pyramid import (
+    DEFAULT_POOL_SIZES,
+    cell_bounds,
+    check_pool_sizes,
+    effective_attention,
+    num_anchors,
+    pyramid_pool,
+)
+
+ArrayLike = np.ndarray | torch.Tensor
+
+ATTENTION_CMAP = "magma"
+
+
+def _numpy(x: ArrayLike) -> np.ndarray:
+    """A float64 numpy copy of a tensor (any device, any dtype) or array."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().to(torch.float64).numpy()  # on the CPU first: MPS has no float64
+    return np.asarray(x, dtype=np.float64)
+
+
+def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
+    return ax if ax is not None else Figure(figsize=figsize, layout="constrained").add_subplot()
+
+
+def _opacity(weights: np.ndarray, peak: float, alpha: float) -> np.ndarray | float:
+    """Opacity of an attention map drawn over an image: ``alpha`` at ``peak``, ``alpha * sqrt(weight / peak)``
+    below it (the image shows through where attention is low), 0 everywhere for an all-zero map."""
+    return alpha * np.sqrt(np.clip(weights / peak, 0.0, 1.0)) if peak > 0 else 0.0
+
+
+def with_visible_attention(block: nn.Module, seed: int = 0) -> nn.Module:
+    """Put a fresh ``NonLocal2d``/``APNB``/``AFNB`` in eval mode with random ``W`` and BN statistics, in place.
+
+    A fresh block's output conv ``W`` is zero (official init, ann-reference §1), so its attention contributes
+    nothing and any attention, right or wrong, gives the same output; its BN running statistics are 0 and 1, so BN is
+    nearly the identity. Checks of a from-scratch block against the library, and pictures of a block's output, need
+    both to be non-trivial: ``W`` gets ``N(0, 0.5^2)`` entries, running means ``U(-0.5, 0.5)``, running variances
+    ``U(0.5, 1.5)``, drawn on the CPU from ``seed`` (so the values do not depend on the block's device).
+
+    Returns:
+        ``block`` itself.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in (block.attention.W.weight, block.attention.W.bias):
+            param.copy_(0.5 * torch.randn(param.shape, generator=generator))
+        for bn in (m for m in block.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.copy_(torch.rand(bn.num_features, generator=generator) - 0.5)
+            bn.running_var.copy_(torch.rand(bn.num_features, generator=generator) + 0.5)
+    return block.eval()
+
+
+def image_features(image: np.ndarray, stride: int = 8, position_weight: float = 1.0) -> torch.Tensor:
+    """Hand-made per-pixel features of an RGB image at ``1/stride`` resolution, for showing attention mechanics.
+
+    Each pixel gets ``[R, G, B]`` standardised over the image, followed by its ``[y, x]`` coordinates in
+    ``[-1, 1]`` times ``position_weight``; the map is average-pooled by ``stride`` (like a backbone at output
+    stride 8) and every feature vector is L2-normalised, so the dot product of two of them is their cosine
+    similarity and ``softmax(beta * q . k)`` is a Gaussian kernel in this feature space (Wang et al. 2018, Eq. 2,
+    "Gaussian" instance of ``f``). A trained network learns its embeddings; these are only transparent stand-ins.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 or float RGB image; ``H`` and ``W`` are floored to multiples of ``stride``.
+        stride: pooling factor.
+        position_weight: how much position counts against colour (0: colour only).
+
+    Returns:
+        ``(1, 5, H // stride, W // stride)`` float32 tensor of unit-norm feature vectors.
+    """
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) RGB, got shape {image.shape}")
+    if image.shape[0] < stride or image.shape[1] < stride:
+        raise ValueError(f"image {image.shape[:2]} is smaller than one {stride}x{stride} stride cell")
+    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+    rgb = (rgb - rgb.mean(dim=(1, 2), keepdim=True)) / rgb.std(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+    height, width = image.shape[:2]
+    ys = torch.linspace(-1.0, 1.0, height).view(height, 1).expand(height, width)
+    xs = torch.linspace(-1.0, 1.0, width).view(1, width).expand(height, width)
+    features = torch.cat([rgb, position_weight * torch.stack([ys, xs])]).unsqueeze(0)
+    return F.normalize(F.avg_pool2d(features, stride), dim=1)
+
+
+def class_queries(
+    labels: np.ndarray, classes: Sequence[int], features: ArrayLike | None = None
+) -> dict[int, tuple[int, int]]:
+    """One query position per class present in ``labels``: its most typical pixel.
+
+    Without ``features`` that is the pixel of the class nearest the class's centroid (so it lies inside the class
+    even when the region is not convex). With ``features`` it is the pixel whose feature vector is nearest the
+    class's mean feature, which avoids atypical pixels such as lane markings, labelled road but painted white.
+
+    Args:
+        labels: ``(h, w)`` integer class map, e.g. train ids sampled at the feature grid's cell centres.
+        classes: class ids to find, in the order the result should have; absent ones are left out.
+        features: optional ``(C, h, w)`` (or ``(1, C, h, w)``) features on the same grid.
+
+    Returns:
+        class id -> ``(row, col)``.
+    """
+    if features is not None:
+        feats = _numpy(features).reshape(-1, *labels.shape)
+        points = feats.reshape(len(feats), -1).T  # (h*w, C)
+    else:
+        rows, cols = np.indices(labels.shape)
+        points = np.stack([rows.ravel(), cols.ravel()], axis=1).astype(np.float64)
+    found = {}
+    for cls in classes:
+        (members,) = np.nonzero(labels.ravel() == cls)
+        if members.size:
+            typical = members[np.argmin(((points[members] - points[members].mean(0)) ** 2).sum(1))]
+            found[cls] = (int(typical // labels.shape[1]), int(typical % labels.shape[1]))
+    return found
+
+
+def anchor_grids(values: ArrayLike, pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES) -> list[np.ndarray]:
+    """Split ``S`` per-anchor values (e.g. one query's anchor weights) into one ``(s, s)`` grid per pyramid level,
+    undoing the level-by-level, row-major flattening of :func:`anncore.pyramid.pyramid_pool`."""
+    flat = _numpy(values).reshape(-1)
+    sizes = check_pool_sizes(pool_sizes)
+    if flat.size != num_anchors(sizes):
+        raise ValueError(f"got {flat.size} anchor values, but pool_sizes {sizes} give {num_anchors(sizes)}")
+    offsets = np.cumsum([0, *(s * s for s in sizes)])
+    return [flat[start:end].reshape(s, s) for s, start, end in zip(sizes, offsets[:-1], offsets[1:], strict=True)]
+
+
+def draw_pyramid_grid(
+    ax: Axes, height: int, width: int, bins: int, color: str = "white", linewidth: float = 1.2
+) -> Axes:
+    """Outline the ``bins x bins`` adaptive-average-pooling cells of an ``(height, width)`` map on ``ax``.
+
+    One rectangle per cell, from the real cell bounds, so cells that overlap (size not divisible by ``bins``) are
+    seen to overlap. Pixel ``(r, c)`` is centred at ``(c, r)``, matching ``ax.imshow`` of the map.
+    """
+    for h0, h1 in cell_bounds(height, bins):
+        for w0, w1 in cell_bounds(width, bins):
+            ax.add_patch(
+                Rectangle((w0 - 0.5, h0 - 0.5), w1 - w0, h1 - h0, fill=False, edgecolor=color, linewidth=linewidth)
+            )
+    return ax
+
+
+def draw_anchor_grid(
+    ax: Axes,
+    grid: np.ndarray,
+    title: str,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    fmt: str = "{:.3g}",
+) -> Axes:
+    """Show one pyramid level's ``(s, s)`` anchor values as a heatmap, each cell annotated with ``fmt`` when
+    ``s <= 3``."""
+    ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax)
+    if grid.shape[0] <= 3:
+        for (r, c), value in np.ndenumerate(grid):
+            ax.text(c, r, fmt.format(value), ha="center", va="center", color="white", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def plot_pyramid_sampling(
+    feature_map: ArrayLike, pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES, cmap: str = "viridis"
+) -> Figure:
+    """Pyramid sampling of one ``(H, W)`` feature channel (official ``PSPModule``), one column per level.
+
+    Top row: the map with that level's pooling cells drawn over it. Bottom row: the ``s x s`` anchors that
+    average pooling makes of it (computed by :func:`anncore.pyramid.pyramid_pool`). The suptitle counts the anchors.
+    """
+    fmap = _numpy(feature_map)
+    if fmap.ndim != 2:
+        raise ValueError(f"feature_map must be (H, W), got shape {fmap.shape}")
+    sizes = check_pool_sizes(pool_sizes)
+    height, width = fmap.shape
+    anchors = pyramid_pool(torch.from_numpy(fmap)[None, None], sizes)[0, 0]
+    fig = Figure(figsize=(3.2 * len(sizes), 5.2), layout="constrained")
+    axes = fig.subplots(2, len(sizes), squeeze=False)
+    vmin, vmax = fmap.min(), fmap.max()
+    for col, (s, grid) in enumerate(zip(sizes, anchor_grids(anchors, sizes), strict=True)):
+        top = axes[0, col]
+        top.imshow(fmap, cmap=cmap, vmin=vmin, vmax=vmax)
+        draw_pyramid_grid(top, height, width, s)
+        top.set_title(f"{s}x{s} grid over the {height}x{width} map", fontsize=9)
+        top.set_xticks([])
+        top.set_yticks([])
+        label = f"{s * s} anchor{'s' if s > 1 else ''} (cell means)"
+        draw_anchor_grid(axes[1, col], grid, label, cmap, vmin, vmax)
+    fig.suptitle(f"pyramid sampling: {' + '.join(str(s * s) for s in sizes)} = {num_anchors(sizes)} anchors")
+    return fig
+
+
+def plot_anchor_weights(
+    anchor_weights: ArrayLike,
+    pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES,
+    title: str = "anchor weights a_j of one query",
+) -> Figure:
+    """One query's softmax weights over the ``S`` anchors, shown level by level on one colour scale (0 to the
+    largest weight); each title gives the level's share of the total weight (the shares sum to one)."""
+    sizes = check_pool_sizes(pool_sizes)
+    grids = anchor_grids(anchor_weights, sizes)
+    peak = max(grid.max() for grid in grids)
+    fig = Figure(figsize=(2.6 * len(sizes), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(sizes), squeeze=False)[0]
+    for ax, s, grid in zip(axes, sizes, grids, strict=True):
+        title = f"{s}x{s}: {grid.sum():.1%} of the weight"
+        draw_anchor_grid(ax, grid, title, ATTENTION_CMAP, vmin=0.0, vmax=peak, fmt="{:.1%}")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_attention_maps(
+    maps: Mapping[str, ArrayLike],
+    queries: Sequence[tuple[int, int]],
+    image: np.ndarray | None = None,
+    alpha: float = 0.75,
+) -> Figure:
+    """Attention maps of a few query pixels: one row per query and one column per kind of map, or, for a single
+    kind, the queries side by side under the map's name.
+
+    Args:
+        maps: column title -> ``(Q, h, w)`` weights of each query over the ``h x w`` key positions (a row of the
+            attention matrix reshaped, or :func:`anncore.pyramid.effective_attention` for APNB/AFNB).
+        queries: ``Q`` query positions ``(row, col)`` on the ``h x w`` grid, marked with a cyan cross.
+        image: optional ``(H, W, 3)`` image the maps are drawn over, in grey so that the colour map reads (each map
+            cell becomes a block of the image).
+        alpha: opacity of the map at its peak over the image; elsewhere the opacity is
+            ``alpha * sqrt(weight / peak)``, so the image shows through where attention is low.
+
+    Each panel has its own colour scale from 0 to its peak weight, given under it: maps of different blocks differ
+    in sharpness, and a shared scale would hide the flatter one.
+    """
+    arrays = {name: _numpy(m) for name, m in maps.items()}
+    shapes = {a.shape for a in arrays.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[0] != len(queries):
+        raise ValueError(f"every map must be (Q={len(queries)}, h, w) with the same shape; got {shapes}")
+    _, h, w = next(iter(shapes))
+    height, width = (h, w) if image is None else image.shape[:2]
+    extent = (0, width, height, 0)
+    grey = None if image is None else np.asarray(image, dtype=np.float64).mean(axis=2)
+    single = len(arrays) == 1
+    nrows, ncols = (1, len(queries)) if single else (len(queries), len(arrays))
+    fig = Figure(figsize=(3.2 * ncols, 1.0 + 3.2 * nrows * height / width), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for row, (qr, qc) in enumerate(queries):
+        for col, (name, weights) in enumerate(arrays.items()):
+            ax = axes[0, row] if single else axes[row, col]
+            peak = weights[row].max()
+            opacity = None
+            if grey is not None:
+                ax.imshow(grey, cmap="gray", extent=extent)
+                opacity = _opacity(weights[row], peak, alpha)
+            ax.imshow(
+                weights[row],
+                cmap=ATTENTION_CMAP,
+                vmin=0.0,
+                vmax=peak,
+                alpha=opacity,
+                extent=extent,
+                interpolation="nearest",
+            )
+            ax.plot((qc + 0.5) * width / w, (qr + 0.5) * height / h, "x", color="cyan", markersize=10, mew=2.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"peak {peak:.2g}", fontsize=8)
+            if single:
+                ax.set_title(f"query ({qr}, {qc})", fontsize=10)
+                fig.suptitle(name)
+            else:
+                if row == 0:
+                    ax.set_title(name, fontsize=10)
+                if col == 0:
+                    ax.set_ylabel(f"query ({qr}, {qc})")
+    return fig
+
+
+def draw_attention_matrix(
+    weights: ArrayLike, rows: Sequence[int] = (), ax: Axes | None = None, log: bool = True, title: str = ""
+) -> Axes:
+    """The ``(N, S)`` attention matrix as an image (the non-local block's ``N x N`` or APNB/AFNB's ``N x S``), with
+    the given query rows marked by cyan lines. ``log`` uses a log colour scale over six decades below the peak, since
+    softmax rows span orders of magnitude."""
+    matrix = _numpy(weights)
+    if matrix.ndim != 2:
+        raise ValueError(f"weights must be (N, S), got shape {matrix.shape}")
+    ax = _new_axes(ax, (5, 5))
+    norm = LogNorm(vmin=matrix.max() * 1e-6, vmax=matrix.max(), clip=True) if log else None
+    ax.imshow(matrix, cmap=ATTENTION_CMAP, norm=norm, aspect="auto", interpolation="antialiased")
+    for row in rows:
+        ax.axhline(row, color="cyan", linewidth=1.0)
+    ax.set_xlabel(f"key position j  (S = {matrix.shape[1]})")
+    ax.set_ylabel(f"query position i  (N = {matrix.shape[0]})")
+    ax.set_title(title or f"attention matrix {matrix.shape[0]} x {matrix.shape[1]}", fontsize=10)
+    return ax
+
+
+def draw_scaling(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    xlabel: str,
+    ylabel: str,
+    references: Mapping[str, float] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Log-log curves of a cost against a size (e.g. bytes of the attention matrix against ``N``), one per series,
+    with optional horizontal reference lines (e.g. a GPU's memory) labelled at the left."""
+    ax = _new_axes(ax, (6, 4))
+    for name, values in series.items():
+        if len(values) != len(x):
+            raise ValueError(f"series {name!r} has {len(values)} values for {len(x)} x positions")
+        ax.loglog(x, values, "o-", label=name)
+    for name, level in (references or {}).items():
+        ax.axhline(level, color="grey", linestyle="--", linewidth=1)
+        ax.text(x[0], level, f" {name}", va="top", color="grey", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def draw_cost_bars(
+    costs: Mapping[str, Mapping[str, float]], unit: str, ax: Axes | None = None, log: bool = False
+) -> Axes:
+    """Horizontal bars comparing blocks: ``costs[block][component]`` stacked per block (e.g. FLOPs of projections,
+    attention core and fusion), each bar labelled with its total in ``unit``.
+
+    ``log=True`` is only allowed with one component per block, since stacked segments cannot be read on a log axis.
+    """
+    components = list(dict.fromkeys(c for parts in costs.values() for c in parts))
+    if log and len(components) > 1:
+        raise ValueError(f"log scale needs a single component per block, got {components}")
+    ax = _new_axes(ax, (8, 1.2 + 0.6 * len(costs)))
+    blocks = list(costs)
+    left = np.zeros(len(blocks))
+    for component in components:
+        values = np.array([costs[b].get(component, 0.0) for b in blocks])
+        ax.barh(blocks, values, left=left, label=component)
+        left += values
+    for y, total in enumerate(left):
+        ax.text(total, y, f" {total:,.4g} {unit}", va="center", fontsize=9)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlim(right=left.max() * (30 if log else 1.3))
+    ax.invert_yaxis()
+    ax.set_xlabel(unit)
+    if len(components) > 1:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return ax
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(int(d)) for d in shape)
+
+
+def shapes_table(columns: Mapping[str, Mapping[str, Sequence[int]]], bytes_per_element: int = 4) -> pd.DataFrame:
+    """Tensor shapes through a network for several inputs: one row per stage, and per input a shape column
+    (``1×2048×97×97``) and its size in MiB at ``bytes_per_element`` (4 for fp32).
+
+    Args:
+        columns: input label (e.g. ``"769×769 crop"``) -> ordered stage name -> shape. Stages missing for an input
+            are left empty.
+    """
+    stages = list(dict.fromkeys(stage for shapes in columns.values() for stage in shapes))
+    table = pd.DataFrame(index=pd.Index(stages, name="stage"))
+    for label, shapes in columns.items():
+        table[label] = [_shape_text(shapes[s]) if s in shapes else "" for s in stages]
+        table[f"{label} MiB"] = [
+            round(float(np.prod(shapes[s])) * bytes_per_element / 2**20, 1) if s in shapes else np.nan for s in stages
+        ]
+    return table
+
+
+def plot_shape_flow(
+    stages: Sequence[tuple[str, Sequence[int]]],
+    highlight: Sequence[str] = (),
+    side_inputs: Sequence[tuple[str, str, str]] = (),
+    title: str = "",
+) -> Figure:
+    """A network as a top-down chain of boxes, each naming a stage and the shape of its output.
+
+    Args:
+        stages: ``(name, output shape)`` in execution order; consecutive stages are joined by arrows.
+        highlight: stage names drawn in colour (e.g. ``AFNB``, ``APNB``).
+        side_inputs: extra ``(from_stage, to_stage, label)`` edges, drawn as labelled arcs on the right (e.g.
+            ``("layer3", "AFNB", "keys, values")``).
+        title: figure title.
+    """
+    names = [name for name, _ in stages]
+    unknown = [n for *edge, _ in side_inputs for n in edge if n not in names] + [n for n in highlight if n not in names]
+    if unknown:
+        raise ValueError(f"unknown stage names {unknown}; stages are {names}")
+    fig = Figure(figsize=(6.5, 0.3 + 0.62 * len(stages)), layout="constrained")
+    ax = fig.add_subplot()
+    box_w, box_h = 0.8, 0.6
+    for i, (name, shape) in enumerate(stages):
+        colour = "#f4a261" if name in highlight else "#e9f1f7"
+        ax.add_patch(
+            FancyBboxPatch(
+                (-box_w / 2, -i - box_h / 2),
+                box_w,
+                box_h,
+                boxstyle="round,pad=0.02",
+                facecolor=colour,
+                edgecolor="#264653",
+            )
+        )
+        ax.text(-box_w / 2 + 0.03, -i, name, va="center", ha="left", fontsize=9, fontweight="bold")
+        ax.text(box_w / 2 - 0.03, -i, _shape_text(shape), va="center", ha="right", fontsize=9, family="monospace")
+        if i:
+            ax.add_patch(
+                FancyArrowPatch((0, -i + 1 - box_h / 2), (0, -i + box_h / 2), arrowstyle="-|>", mutation_scale=10)
+            )
+    for source, target, label in side_inputs:
+        i, j = names.index(source), names.index(target)
+        ax.add_patch(
+            FancyArrowPatch(
+                (box_w / 2, -i),
+                (box_w / 2, -j),
+                arrowstyle="-|>",
+                mutation_scale=12,
+                connectionstyle="arc3,rad=-0.6",
+                color="#e76f51",
+                linewidth=1.5,
+            )
+        )
+        ax.text(box_w / 2 + 0.2 * (j - i) ** 0.5, -(i + j) / 2, label, va="center", fontsize=8, color="#e76f51")
+    ax.set_xlim(-box_w / 2 - 0.05, box_w / 2 + 0.35)
+    ax.set_ylim(-len(stages) + 0.4, 0.6)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------------- attention of a trained model
+def image_to_cell(y: float, x: float, image_size: tuple[int, int], feature_size: tuple[int, int]) -> tuple[int, int]:
+    """The feature-grid cell ``(row, col)`` that image pixel ``(y, x)`` falls in.
+
+    The ``(h, w)`` grid divides the ``(H, W)`` image into equal blocks (a stride-8 backbone: ``H = 8 h``), so
+    ``row = floor(y h / H)``, clamped to the grid; the inverse of :func:`cell_centre`.
+    """
+    (height, width), (h, w) = image_size, feature_size
+    if not (0 <= y < height and 0 <= x < width):
+        raise ValueError(f"(y, x) must lie inside the {height}x{width} image, got ({y}, {x})")
+    return min(h - 1, int(y * h // height)), min(w - 1, int(x * w // width))
+
+
+def cell_centre(row: int, col: int, image_size: tuple[int, int], feature_size: tuple[int, int]) -> tuple[float, float]:
+    """Image coordinates ``(y, x)`` of the centre of feature cell ``(row, col)``, as :func:`plot_attention_maps`
+    marks its queries: ``((row + 0.5) H / h, (col + 0.5) W / w)``."""
+    (height, width), (h, w) = image_size, feature_size
+    if not (0 <= row < h and 0 <= col < w):
+        raise ValueError(f"(row, col) must be a cell of the {h}x{w} feature grid, got ({row}, {col})")
+    return (row + 0.5) * height / h, (col + 0.5) * width / w
+
+
+def pixel_attention(weights: torch.Tensor, key_size: tuple[int, int], pool_sizes: Sequence[int] | None) -> torch.Tensor:
+    """Attention rows ``(..., S)`` as per-pixel maps ``(..., h, w)`` over the ``key_size`` key/value map.
+
+    A non-local row (``pool_sizes=None``, ``S = h w``) is reshaped; APNB/AFNB anchor weights become the weights of
+    the non-local block they equal, ``w_p = sum_j a_j / |cell_j|`` (:func:`anncore.pyramid.effective_attention`,
+    ann-reference §1).
+    """
+    h, w = key_size
+    maps = weights if pool_sizes is None else effective_attention(weights, h, w, pool_sizes)
+    if maps.shape[-1] != h * w:
+        raise ValueError(f"weights must have {h * w} keys (a {h}x{w} map) in their last dim, got {maps.shape[-1]}")
+    return maps.reshape(*maps.shape[:-1], h, w)
+
+
+BLOCK_NAMES: dict[type[nn.Module], str] = {AFNB: "AFNB", APNB: "APNB", NonLocal2d: "NL"}
+
+
+@dataclass(frozen=True)
+class CapturedAttention:
+    """What one attention block received in a forward: its attention branch and its ``(low, high)`` inputs.
+
+    Made by :func:`capture_attention`. :meth:`rows` recomputes the softmax weights of chosen query cells from the
+    recorded inputs with :meth:`anncore.blocks.SelfAttention2d.attention_rows`, so a new query costs the block's
+    projections and ``O(Q S)`` memory (``O(N)`` per query for the non-local block), never a forward of the model.
+
+    Attributes:
+        name: ``"AFNB"``, ``"APNB"`` or ``"NL"`` (with the module's path when a model has several of one kind).
+        attention: the block's :class:`~anncore.blocks.SelfAttention2d`.
+        low: ``(B, C_low, h, w)`` keys/values input (``high`` itself for APNB and NL).
+        high: ``(B, C_high, h, w)`` queries input.
+    """
+
+    name: str
+    attention: SelfAttention2d
+    low: torch.Tensor
+    high: torch.Tensor
+
+    @property
+    def pool_sizes(self) -> tuple[int, ...] | None:
+        """The pyramid of the keys, ``None`` for the non-local block (every pixel is a key)."""
+        return self.attention.pool_sizes
+
+    @property
+    def query_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the query grid."""
+        return int(self.high.shape[-2]), int(self.high.shape[-1])
+
+    @property
+    def key_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the key/value map (before pyramid sampling)."""
+        return int(self.low.shape[-2]), int(self.low.shape[-1])
+
+    def rows(self, cells: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Softmax weights ``(B, Q, S)`` of the query cells ``(row, col)`` over the ``S`` keys (110 anchors, or
+        ``N`` pixels for NL), on the CPU in float32. The branch runs in eval mode (BN running statistics), whatever
+        mode the model is in now."""
+        h, w = self.query_size
+        outside = [cell for cell in cells if not (0 <= cell[0] < h and 0 <= cell[1] < w)]
+        if not cells or outside:
+            raise ValueError(f"cells must be a non-empty list of (row, col) on the {h}x{w} query grid, got {cells}")
+        training = self.attention.training
+        self.attention.eval()
+        try:
+            with torch.no_grad():
+                weights = self.attention.attention_rows(self.low, self.high, [r * w + c for r, c in cells])
+        finally:
+            self.attention.train(training)
+        return weights.float().cpu()
+
+    def pixel_maps(self, cells: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Per-pixel attention ``(B, Q, h, w)`` of the query cells over the key map (:func:`pixel_attention`)."""
+        return pixel_attention(self.rows(cells), self.key_size, self.pool_sizes)
+
+    def without_pyramid(self) -> CapturedAttention:
+        """The same block with its trained projections but no pyramid sampling: the non-local block that attends
+        to every pixel with the queries and keys this block learned (an asymmetric one for AFNB). Its maps show
+        what the 110 anchors summarise; it is a lens, not a network that was trained."""
+        if self.pool_sizes is None:
+            raise ValueError(f"{self.name} has no pyramid to remove (pool_sizes is None)")
+        attention = copy.deepcopy(self.attention)  # keeps f_query is f_key where they are shared
+        attention.pool_sizes = None
+        return CapturedAttention(f"{self.name} without pyramid", attention, self.low, self.high)
+
+
+def capture_attention(model: nn.Module, *inputs: torch.Tensor) -> tuple[Any, dict[str, CapturedAttention]]:
+    """Run ``model(*inputs)`` in eval mode without gradients and record every NL/APNB/AFNB block's inputs.
+
+    Forward pre-hooks on the blocks' :class:`~anncore.blocks.SelfAttention2d` branches store the ``(low, high)``
+    tensors they are called with and are removed afterwards, so the forward is the model's own (any attention path,
+    fused SDPA included, which returns no weights). Works on an :class:`~anncore.model.ANN` (its blocks are
+    ``model.head.afnb``, ``.apnb``, ``.nl``) and on a bare block alike.
+
+    Returns:
+        ``(output, blocks)``: the model's output and ``name -> CapturedAttention`` in the order the blocks ran.
+    """
+    found = [(path, module) for path, module in model.named_modules() if type(module) in BLOCK_NAMES]
+    if not found:
+        raise ValueError(f"model ({type(model).__name__}) has no AFNB, APNB or NonLocal2d block to capture")
+    kinds = [type(module) for _, module in found]
+    records: dict[str, CapturedAttention] = {}
+    handles = []
+    for path, module in found:
+        name = BLOCK_NAMES[type(module)]
+        if kinds.count(type(module)) > 1:
+            name = f"{name} ({path})"
+
+        def record(branch: nn.Module, args: tuple, name: str = name) -> None:
+            low = args[0].detach()
+            high = low if args[1] is args[0] else args[1].detach()  # APNB and NL: one tensor, kept as one
+            records[name] = CapturedAttention(name, branch, low, high)
+
+        handles.append(module.attention.register_forward_pre_hook(record))
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return output, records
+
+
+def region_mass(maps: ArrayLike, mask: np.ndarray) -> np.ndarray:
+    """How much attention falls on an image region: ``sum_p w_p * coverage_p`` for maps ``(..., h, w)`` and a
+    boolean ``(H, W)`` image mask, ``coverage_p`` being the fraction of feature cell ``p``'s image block inside the
+    region. Compare with ``mask.mean()``, the region's share of the image, which uniform attention would give."""
+    weights = _numpy(maps)
+    h, w = weights.shape[-2:]
+    region = np.asarray(mask, dtype=np.float64)
+    if region.ndim != 2 or region.shape[0] < h or region.shape[1] < w:
+        raise ValueError(f"mask must be an (H, W) image mask at least as large as the {h}x{w} maps, got {region.shape}")
+    coverage = F.adaptive_avg_pool2d(torch.from_numpy(region)[None, None], (h, w))[0, 0].numpy()
+    return (weights * coverage).sum(axis=(-2, -1))
+
+
+def anchor_level_maps(
+    anchor_weights: ArrayLike, feature_size: tuple[int, int], pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES
+) -> list[np.ndarray]:
+    """One query's anchor weights drawn on their grids: per pyramid level an ``(h, w)`` map whose pixels hold the
+    weight ``a_j`` of the level's pooling cell that contains them (real cell bounds; where adaptive cells overlap,
+    the later cell in row-major order is shown)."""
+    h, w = feature_size
+    sizes = check_pool_sizes(pool_sizes)
+    levels = []
+    for s, grid in zip(sizes, anchor_grids(anchor_weights, sizes), strict=True):
+        level = np.zeros((h, w))
+        for i, (h0, h1) in enumerate(cell_bounds(h, s)):
+            for j, (w0, w1) in enumerate(cell_bounds(w, s)):
+                level[h0:h1, w0:w1] = grid[i, j]
+        levels.append(level)
+    return levels
+
+
+QUERY_COLOUR = (0, 255, 255)  # cyan, as the markers of plot_attention_maps
+
+
+def attention_overlay(
+    image: np.ndarray,
+    weights: ArrayLike,
+    query: tuple[int, int] | None = None,
+    query_size: tuple[int, int] | None = None,
+    vmax: float | None = None,
+    alpha: float = 0.75,
+) -> np.ndarray:
+    """An ``(h, w)`` attention map over an ``(H, W, 3)`` image as an ``(H, W, 3)`` uint8 RGB array, computed in
+    numpy (milliseconds: what a slider can afford; the figures draw the same thing with matplotlib).
+
+    The image is shown in grey; each map cell covers its block of the image in :data:`ATTENTION_CMAP` colours from 0
+    to ``vmax`` (default: the map's peak) with the opacity of :func:`plot_attention_maps`. ``query`` (a cell of the
+    ``query_size`` grid, default the map's grid) is marked with a cyan cross at its centre.
+    """
+    rgb = np.asarray(image)
+    values = _numpy(weights)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or values.ndim != 2:
+        raise ValueError(f"image must be (H, W, 3) and weights (h, w), got {rgb.shape} and {values.shape}")
+    (height, width), (h, w) = rgb.shape[:2], values.shape
+    peak = float(values.max()) if vmax is None else vmax
+    colour = colormaps[ATTENTION_CMAP](np.clip(values / peak, 0.0, 1.0) if peak > 0 else values * 0)[..., :3]
+    opacity = np.broadcast_to(_opacity(values, peak, alpha), values.shape)[..., None]
+    # colour the h x w cells first, then give every image pixel its cell's colour (nearest, as imshow draws them)
+    rows, cols = (np.arange(height) * h // height)[:, None], (np.arange(width) * w // width)[None, :]
+    grey = rgb.mean(axis=2, keepdims=True, dtype=np.float32) / 255.0
+    out = grey * (1.0 - opacity[rows, cols]) + (colour * opacity)[rows, cols]
+    out = np.round(255.0 * out).astype(np.uint8)
+    if query is not None:
+        y, x = cell_centre(*query, (height, width), query_size or (h, w))
+        _draw_cross(out, int(y), int(x), max(4, min(height, width) // 40))
+    return out
+
+
+def _draw_cross(rgb: np.ndarray, y: int, x: int, size: int) -> None:
+    """A diagonal cross (the ``x`` marker) of half-width ``size`` in :data:`QUERY_COLOUR`, 3 pixels thick, in place."""
+    offsets = np.arange(-size, size + 1)
+    for thickness in (-1, 0, 1):
+        for sign in (1, -1):
+            rows, cols = y + offsets, x + sign * offsets + thickness
+            inside = (rows >= 0) & (rows < rgb.shape[0]) & (cols >= 0) & (cols < rgb.shape[1])
+            rgb[rows[inside], cols[inside]] = QUERY_COLOUR
+
+
+def plot_query_attention(
+    image: np.ndarray,
+    pixel_map: ArrayLike,
+    query: tuple[int, int],
+    anchor_weights: ArrayLike | None = None,
+    pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES,
+    query_size: tuple[int, int] | None = None,
+    name: str = "",
+    outline: np.ndarray | None = None,
+) -> Figure:
+    """Where one query pixel looks, in one block: the per-pixel map over the image and, for APNB/AFNB, the anchor
+    weights ``a_j`` on each pyramid level's grid.
+
+    Args:
+        image: ``(H, W, 3)`` image.
+        pixel_map: ``(h, w)`` per-pixel weights over the key map (a non-local row, or APNB/AFNB's effective map
+            ``w = a P`` from :func:`pixel_attention`).
+        query: the query's cell on the ``query_size`` grid (default: the map's grid), marked with a cyan cross.
+        anchor_weights: the query's ``S`` anchor weights, or ``None`` for a non-local block (no second row).
+        pool_sizes: the pyramid the anchors come from.
+        name: the block's name, for the titles.
+        outline: optional boolean ``(H, W)`` image mask of a region to outline in lime on every panel (e.g. the
+            synthetic set's cue board).
+
+    The top row is the image and the per-pixel map (own scale, 0 to its peak). The bottom row has one panel per
+    level: each cell of the level's (real, sometimes overlapping) grid coloured by its anchor weight, all levels on
+    one scale (0 to the largest ``a_j``), titled with the level's share of the weight.
+    """
+    values = _numpy(pixel_map)
+    height, width = np.asarray(image).shape[:2]
+    h, w = values.shape
+    sizes = check_pool_sizes(pool_sizes)
+    columns = len(sizes) if anchor_weights is not None else 2
+    rows = [2, 1] if anchor_weights is not None else [2]  # panel widths: half the figure on top, 1/columns below
+    fig = Figure(figsize=(13.0, 1.0 + 13.0 / 2 * height / width * sum(rows) / 2), layout="constrained")
+    grid = fig.add_gridspec(len(rows), 2 * columns, height_ratios=rows)
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # data coordinates = key-map cells, as draw_pyramid_grid expects
+    qy, qx = cell_centre(*query, (height, width), query_size or (h, w))
+    top = [fig.add_subplot(grid[0, :columns]), fig.add_subplot(grid[0, columns:])]
+    top[0].imshow(image)
+    top[0].plot(qx, qy, "x", color="cyan", markersize=10, mew=2.5)
+    top[0].set_title(f"query cell {query} (image pixel {int(qy)}, {int(qx)})", fontsize=9)
+    top[1].imshow(attention_overlay(image, values), extent=extent)
+    kind = "per-pixel weights" if anchor_weights is None else "effective per-pixel weights w = aP"
+    top[1].set_title(f"{name}: {kind}".lstrip(": "), fontsize=9)
+    top[1].set_xlabel(f"peak {values.max():.2g} (uniform would be {1 / values.size:.2g})", fontsize=8)
+    panels = list(top)
+    if anchor_weights is not None:
+        anchors = _numpy(anchor_weights).reshape(-1)
+        peak = float(anchors.max())
+        for col, (s, level) in enumerate(zip(sizes, anchor_level_maps(anchors, (h, w), sizes), strict=True)):
+            ax = fig.add_subplot(grid[1, 2 * col : 2 * col + 2])
+            ax.imshow(attention_overlay(image, level, vmax=peak), extent=extent)
+            draw_pyramid_grid(ax, h, w, s, color="white", linewidth=0.6)
+            share = anchor_grids(anchors, sizes)[col].sum()
+            ax.set_title(f"{s}x{s} anchors: {share:.1%} of the weight", fontsize=9)
+            panels.append(ax)
+        fig.colorbar(ScalarMappable(Normalize(0.0, peak), ATTENTION_CMAP), ax=panels[2:], label="anchor weight a_j")
+    for ax in panels:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in panels[1:]:
+        ax.plot((qx / width) * w - 0.5, (qy / height) * h - 0.5, "x", color="cyan", markersize=8, mew=2)
+    if outline is not None:
+        region = np.asarray(outline, dtype=float)
+        if region.shape != (height, width):
+            raise ValueError(f"outline must be an (H, W) = {(height, width)} mask, got shape {region.shape}")
+        top[0].contour(region, levels=[0.5], colors="lime", linewidths=1.5)
+        ys, xs = (np.arange(height) + 0.5) * h / height - 0.5, (np.arange(width) + 0.5) * w / width - 0.5
+        for ax in panels[1:]:  # image pixel centres in key-map cell coordinates
+            ax.contour(xs, ys, region, levels=[0.5], colors="lime", linewidths=1.2)
+    return fig
+
+
+def plot_prediction(image: np.ndarray, prediction: ArrayLike, label: ArrayLike | None = None) -> Figure:
+    """The image, the predicted train ids and (optionally) the label side by side in the official Cityscapes
+    colours (:data:`anncore.data.PALETTE`; ignored pixels black), with a legend of the classes that appear and, with
+    a label, the pixel accuracy over labelled pixels."""
+    pred = _numpy(prediction).astype(np.int64)
+    panels: list[tuple[str, np.ndarray]] = [("image", np.asarray(image)), ("prediction", colorize(pred))]
+    present = set(np.unique(pred).tolist())
+    if label is not None:
+        truth = _numpy(label).astype(np.int64)
+        if truth.shape != pred.shape:
+            raise ValueError(f"label must have the prediction's shape {pred.shape}, got {truth.shape}")
+        valid = truth != IGNORE_INDEX
+        accuracy = float((pred[valid] == truth[valid]).mean()) if valid.any() else float("nan")
+        panels.append(("label", colorize(truth)))
+        panels[1] = (f"prediction (pixel accuracy {accuracy:.1%})", panels[1][1])
+        present |= set(np.unique(truth).tolist())
+    height, width = pred.shape
+    fig = Figure(figsize=(3.6 * len(panels), 1.0 + 3.6 * height / width), layout="constrained")
+    for ax, (title, picture) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
+        ax.imshow(picture, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    classes = sorted(present - {IGNORE_INDEX})
+    handles = [Patch(color=PALETTE[c] / 255.0, label=CLASS_NAMES[c]) for c in classes]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
+    return fig

@@ -1,0 +1,108 @@
+"""The ANN network and its baselines: official parameter counts, outputs, attribute access, reloading."""
+
+import pytest
+import torch
+from torch import nn
+
+from anncore import AFNB, APNB, NonLocal2d
+from anncore.checkpoint import save_checkpoint
+from anncore.model import ANN, HEADS, load_model
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def conv(cin, cout, k=1):
+    return cin * cout * k * k + cout  # official convs in the head all have a bias
+
+
+@pytest.mark.filterwarnings("ignore::anncore.backbone.UntrainedBackboneWarning")
+def test_ann_head_on_resnet101_has_the_official_20_3m_parameters():
+    """ann-reference §3: head without aux ≈ 20.3 M on ResNet-101 (K = 19); by hand from §2-3."""
+    with torch.device("meta"):
+        model = ANN(19, "resnet101", "ann")
+    bn = 2  # weight and bias per channel
+    afnb = (
+        conv(1024, 256) + 256 * bn  # f_key
+        + conv(2048, 256) + 256 * bn  # f_query
+        + conv(1024, 256)  # f_value
+        + conv(256, 2048)  # W
+        + conv(2048 + 2048, 2048) + 2048 * bn  # fusion
+    )  # fmt: skip
+    apnb = conv(512, 256) + 256 * bn + conv(512, 256) + conv(256, 512) + conv(1024, 512) + 512 * bn
+    head = afnb + conv(2048, 512, 3) + 512 * bn + apnb + conv(512, 19)
+    assert apnb == 920_576
+    assert count(model.head) == head == 20_340_499
+    assert count(model.aux_head) == conv(1024, 512, 3) + 512 * bn + conv(512, 19)
+
+
+def test_heads_differ_only_in_their_context_blocks():
+    models = {head: ANN(19, "small", head) for head in HEADS}
+    blocks = {head: (type(m.head.afnb), type(m.head.apnb), type(m.head.nl)) for head, m in models.items()}
+    none = type(None)
+    assert blocks == {
+        "ann": (AFNB, APNB, none),
+        "apnb": (none, APNB, none),
+        "nl": (none, none, NonLocal2d),
+        "fcn": (none, none, none),
+    }
+    assert count(models["ann"]) - count(models["apnb"]) == count(models["ann"].head.afnb)
+    assert count(models["apnb"]) - count(models["fcn"]) == count(models["apnb"].head.apnb)
+    assert count(models["nl"]) == count(models["apnb"])  # same convs; NL just skips the pooling
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_outputs_at_input_size_train_and_eval(head):
+    model = ANN(5, "small", head, path="naive")
+    x = torch.randn(2, 3, 70, 90)  # not a multiple of 8
+    out = model.train()(x)
+    assert set(out) == {"out", "aux"} and out["out"].shape == out["aux"].shape == (2, 5, 70, 90)
+    with torch.no_grad():
+        assert set(model.eval()(x)) == {"out"}
+    if model.head.context_block is not None:
+        assert model.head.context_block.last_path == "naive"
+
+
+def test_logits_upsampled_with_align_corners_true():
+    model = ANN(3, "small", "fcn", aux=False).eval()
+    captured = {}
+    model.head.cls.register_forward_hook(lambda module, args, out: captured.setdefault("low", out))
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 57, 81))["out"]
+    low = captured["low"]
+    for i, j in [(0, 0), (0, -1), (-1, 0), (-1, -1)]:  # align_corners=True maps corner pixels onto corner pixels
+        torch.testing.assert_close(out[..., i, j], low[..., i, j])
+    assert model.aux_head is None
+
+
+def test_channels_last_gives_the_same_logits():
+    torch.manual_seed(0)
+    model = ANN(19, "small", "ann").eval()
+    nn.init.normal_(model.head.apnb.attention.W.weight)  # make attention matter
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)["out"]
+        got = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))["out"]
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_load_model_rebuilds_from_a_checkpoint_without_training_code(tmp_path):
+    torch.manual_seed(0)
+    model = ANN(7, "small", "nl", path="naive").eval()
+    nn.init.normal_(model.head.nl.attention.W.weight)
+    save_checkpoint({"model": model.state_dict(), "model_config": model.config}, tmp_path / "checkpoint.pt")
+    loaded = load_model(tmp_path / "checkpoint.pt")
+    assert not loaded.training and loaded.config == model.config
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        assert torch.equal(loaded(x)["out"], model(x)["out"])
+
+
+def test_bad_names_are_refused():
+    with pytest.raises(ValueError, match="head must be one of"):
+        ANN(19, "small", "psp")
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        ANN(19, "vgg16")
+    with pytest.raises(ValueError, match="attention path must be one of"):
+        ANN(19, "small", path="fast")

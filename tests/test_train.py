@@ -1,0 +1,260 @@
+"""Training: configuration, the resumable sampler, exact resume after SIGKILL, non-finite loss, DDP on 2 CPU processes.
+
+Everything runs on a tiny synthetic set (4 train / 2 val images at 64x128) with the small backbone on 32x64 crops.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from anncore.checkpoint import load_checkpoint, seeded
+from anncore.data.synthetic import write_synthetic_cityscapes
+from anncore.losses import CITYSCAPES_CLASS_WEIGHTS, SegmentationLoss
+from anncore.model import ANN, load_model
+from anncore.train import (
+    ConfigError,
+    NonFiniteLossError,
+    ResumableBatchSampler,
+    SeededSamples,
+    TrainConfig,
+    amp_dtype,
+    build_parser,
+    load_config,
+    sync_batchnorm,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses: see one_thread
+TINY = dict(backbone="small", batch_size=2, crop=[32, 64], workers=0, device="cpu", ohem_min_kept=50, log_every=1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (and on a busy machine, a lot of it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_synthetic_cityscapes(tmp_path_factory.mktemp("synthetic"), train=4, val=2, height=64, width=128)
+
+
+def flags(**settings):
+    """TrainConfig fields as command-line flags."""
+    out = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        else:
+            out += [flag, *map(str, value if isinstance(value, list) else [value])]
+    return out
+
+
+def cli(out, data_root, **settings):
+    """The ``python -m anncore train`` command line for a tiny run."""
+    return [sys.executable, "-m", "anncore", "train", *flags(data_root=data_root, out=out, **{**TINY, **settings})]
+
+
+# --------------------------------------------------------------------------------------------------------- config
+def test_defaults_are_the_official_recipe_and_the_params_files_load():
+    c = TrainConfig()
+    official = (c.lr, c.momentum, c.weight_decay, c.poly_power, c.aux_weight, c.ohem, c.ohem_thresh, c.ohem_min_kept)
+    assert official == (0.01, 0.9, 5e-4, 0.9, 0.4, True, 0.7, 100_000)
+    assert (c.iters, c.batch_size, c.crop, c.backbone, c.head) == (60_000, 8, (769, 769), "resnet101", "ann")
+    r101 = load_config(REPO / "params" / "cityscapes_r101.yaml")
+    assert r101.class_weights == list(CITYSCAPES_CLASS_WEIGHTS) and r101.pretrained == "imagenet"
+    for path in sorted((REPO / "params").glob("train_*.yaml")):
+        assert load_config(path).backbone == "small", path
+
+
+def test_yaml_then_flags_and_errors_naming_the_key(tmp_path):
+    (tmp_path / "c.yaml").write_text("iters: 7\ncrop: [64, 128]\nlr: 1\npretrained: none\nhead: nl\n")
+    args = vars(build_parser().parse_args(["--config", str(tmp_path / "c.yaml"), "--head", "fcn", "--no-ohem"]))
+    config = load_config(args.pop("config"), **args)
+    assert (config.iters, config.crop, config.lr, config.pretrained) == (7, (64, 128), 1.0, None)
+    assert (config.head, config.ohem) == ("fcn", False)  # the flags win
+    (tmp_path / "bad.yaml").write_text("iters: 7\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown config keys \['learning_rate'\]"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="iters must be int, got str 'ten'"):
+        TrainConfig(iters="ten")
+    with pytest.raises(ConfigError, match=r"crop must be a list of 2 ints"):
+        TrainConfig(crop=[1, 2, 3])
+    with pytest.raises(ConfigError, match=r"class_weights\[1\] must be float"):
+        TrainConfig(class_weights=[1.0, "x"])
+    with pytest.raises(ConfigError, match="head must be one of"):
+        TrainConfig(head="psp")
+    with pytest.raises(ConfigError, match="batch_size must be > 0"):
+        TrainConfig(batch_size=0)
+
+
+def test_amp_dtype_choice():
+    assert amp_dtype(False, torch.device("cpu")) is None
+    assert amp_dtype(True, torch.device("cpu")) is torch.bfloat16
+    assert amp_dtype(True, torch.device("mps")) is torch.float16
+
+
+def test_sync_batchnorm_only_for_several_gpu_processes():
+    model, converted = sync_batchnorm(ANN(19, "small", "ann"), 2, torch.device("cuda"))  # conversion needs no GPU
+    assert converted and not any(type(m) is nn.BatchNorm2d for m in model.modules())
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) > 10
+    model, converted = sync_batchnorm(ANN(19, "small", "ann"), 2, torch.device("cpu"))
+    assert not converted and not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+
+
+# ---------------------------------------------------------------------------------------------------------- data
+def test_sampler_batches_are_a_function_of_seed_and_iteration():
+    full = list(ResumableBatchSampler(10, 4, seed=3, start=0, stop=9))
+    assert list(ResumableBatchSampler(10, 4, seed=3, start=5, stop=9)) == full[5:]  # a resume sees the same batches
+    for epoch in range(3):  # 2 batches per epoch (drop_last): distinct images within an epoch
+        indices = [i for batch in full[2 * epoch : 2 * epoch + 2] for i, _ in batch]
+        assert len(set(indices)) == 8
+    assert full[0] != full[2] and full != list(ResumableBatchSampler(10, 4, seed=4, start=0, stop=9))
+    shares = [list(ResumableBatchSampler(10, 4, 3, 0, 9, rank=r, world_size=2)) for r in range(2)]
+    assert [a + b for a, b in zip(*shares, strict=True)] == full  # ranks split every global batch
+    with pytest.raises(ConfigError, match="multiple of the number of processes 3"):
+        ResumableBatchSampler(10, 4, 0, 0, 1, world_size=3)
+    with pytest.raises(ConfigError, match="larger than the training set"):
+        ResumableBatchSampler(3, 4, 0, 0, 1)
+
+
+def test_seeded_samples_fix_augmentation_and_leave_global_rng_alone(data_root):
+    from anncore.data import CityscapesSegmentation, train_transforms
+
+    samples = SeededSamples(CityscapesSegmentation(data_root, "train", train_transforms(crop_size=(32, 64))))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    a, b, c = samples[(1, 11)], samples[(1, 11)], samples[(1, 12)]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+    with seeded(5):
+        x = torch.rand(3)
+    with seeded(5):
+        assert torch.equal(torch.rand(3), x)
+    batches = {
+        workers: list(DataLoader(samples, batch_sampler=ResumableBatchSampler(4, 2, 0, 0, 3), num_workers=workers))
+        for workers in (0, 2)
+    }
+    for (images0, masks0), (images2, masks2) in zip(batches[0], batches[2], strict=True):  # workers change nothing
+        assert torch.equal(images0, images2) and torch.equal(masks0, masks2)
+
+
+# -------------------------------------------------------------------------------------------------- runs and files
+def run_to_completion(out, data_root, **settings):
+    result = subprocess.run(
+        cli(out, data_root, **settings), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_sigkill_at_any_moment_then_resume_gives_bitwise_the_same_weights(tmp_path, data_root):
+    """A real ``kill -9`` of ``python -m anncore train`` mid-run, then ``--resume``: the final weights, optimiser
+    state and metrics equal those of an uninterrupted run with the same seed (CPU, workers=0)."""
+    settings = dict(iters=16, checkpoint_every=1, val_every=5, head="ann", seed=7)
+    run_to_completion(tmp_path / "straight", data_root, **settings)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cli(out, data_root, **settings), cwd=REPO, env=ENV, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # wait until a few checkpoints exist, then kill without warning
+        log = out / "log.jsonl"
+        if log.exists() and sum(1 for line in log.read_text().splitlines() if '"train"' in line) >= 6:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = load_checkpoint(out / "checkpoint.pt")["iteration"]
+    assert 0 < killed_at < 16
+    assert not (out / "metrics.json").exists()
+
+    resumed = run_to_completion(out, data_root, resume=True, **settings)
+    assert f"resuming {out / 'checkpoint.pt'} at iteration {killed_at}" in resumed.stderr
+    a, b = load_checkpoint(tmp_path / "straight" / "checkpoint.pt"), load_checkpoint(out / "checkpoint.pt")
+    assert a["iteration"] == b["iteration"] == 16
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for x, y in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(x["momentum_buffer"], y["momentum_buffer"])
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["final_miou"] == straight["final_miou"] and again["resumed_from"] == killed_at
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if r["kind"] == "train"] == list(range(1, 17))  # no duplicate after resume
+
+
+def test_outputs_of_a_run(tmp_path, data_root):
+    out = tmp_path / "run"
+    metrics = train(load_config(None, data_root=str(data_root), out=str(out), iters=4, val_every=2, **TINY))
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "log.jsonl", "metrics.json"]
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("final_miou", "best_miou", "iou_per_class", "images_per_s", "peak_memory_gib", "wall_time_s", "config"):
+        assert key in saved, key
+    assert len(saved["iou_per_class"]) == 19 and saved["iou_per_class"]["road"] == metrics["iou_per_class"]["road"]
+    assert saved["best_miou"] == max(r["miou"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+                                     if r["kind"] == "val")  # fmt: skip
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if r["kind"] == "train"]
+    assert lrs == pytest.approx([0.01 * (1 - i / 4) ** 0.9 for i in range(4)])  # official poly, per iteration
+    assert load_config(out / "config.yaml") == load_config(None, data_root=str(data_root), out=str(out), iters=4,
+                                                           val_every=2, **TINY)  # fmt: skip
+    model = load_model(out / "checkpoint.pt")
+    assert model.config["backbone"] == "small" and not model.training
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(load_config(None, data_root=str(data_root), out=str(out), iters=4, **TINY))
+    with pytest.raises(ConfigError, match=r"different configuration .*lr: 0\.01 -> 0\.02"):
+        train(load_config(None, data_root=str(data_root), out=str(out), iters=4, lr=0.02, resume=True, **TINY))
+
+
+def test_non_finite_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(tmp_path, data_root, monkeypatch):
+    forward, calls = SegmentationLoss.forward, []
+
+    def poisoned(self, outputs, target):
+        total, parts = forward(self, outputs, target)
+        calls.append(1)
+        return (total * float("nan"), parts) if len(calls) == 3 else (total, parts)
+
+    monkeypatch.setattr(SegmentationLoss, "forward", poisoned)
+    out = tmp_path / "nan"
+    config = load_config(None, data_root=str(data_root), out=str(out), iters=5, checkpoint_every=1, **TINY)
+    with pytest.raises(NonFiniteLossError, match=r"at iteration 3 of 5.*checkpoint .*checkpoint\.pt \(iteration 2\)"):
+        train(config)
+    kept = load_checkpoint(out / "checkpoint.pt")
+    assert kept["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+    assert json.loads((out / "log.jsonl").read_text().splitlines()[-1])["kind"] == "error"
+    monkeypatch.setattr(SegmentationLoss, "forward", forward)  # the cause fixed, the run continues
+    assert train(load_config(None, **{**vars(config), "resume": True}))["resumed_from"] == 2
+
+
+def test_ddp_with_gloo_on_two_cpu_processes(tmp_path, data_root):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "anncore",
+               *cli(out, data_root, iters=3, val_every=2, checkpoint_every=1)[3:]]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["sync_batchnorm"] is False  # CPU: PyTorch's SyncBN needs GPUs
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "log.jsonl", "metrics.json"]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["iter"]) for r in records] == [
+        ("train", 1), ("train", 2), ("val", 2), ("train", 3), ("val", 3)
+    ]  # fmt: skip  # rank 0 alone writes
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint["iteration"] == 3 and len(checkpoint["rng"]) == 2  # every rank's RNG state
+    assert not any(k.startswith("module.") for k in checkpoint["model"])
