@@ -61,7 +61,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     config = inference_config(args.preset, args.scales, args.flip, args.crop, args.stride)
     result = run_evaluation(
         Path(args.checkpoint),
-        Path(args.data_root),
+        args.data_root,
         Path(args.out),
         args.split,
         config,
@@ -131,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="whole / sliding / multi-scale+flip evaluation of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="OUT/checkpoint.pt written by `train`")
-    evaluate.add_argument("--data-root", required=True, help="Cityscapes-layout root (leftImg8bit/, gtFine/)")
+    evaluate.add_argument(
+        "--data-root",
+        help="Cityscapes root (leftImg8bit/, gtFine/), or 'synthetic'; default: $CITYSCAPES_DATASET, else synthetic",
+    )
     evaluate.add_argument("--split", default="val", help="split to evaluate (default: val)")
     evaluate.add_argument("--out", required=True, help="folder for metrics.json (and predictions/)")
     evaluate.add_argument("--preset", choices=["whole", "slide769", "official-test"], help="inference preset")

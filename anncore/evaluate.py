@@ -222,7 +222,7 @@ def inference_config(
 
 def run_evaluation(
     checkpoint: Path,
-    data_root: Path,
+    data_root: str | Path | None,
     out_dir: Path,
     split: str = "val",
     config: InferenceConfig = InferenceConfig(),
@@ -233,11 +233,13 @@ def run_evaluation(
     """``python -m anncore evaluate``: load a training checkpoint, evaluate a split, write ``OUT/metrics.json`` and
     (with ``save_predictions``) ``OUT/predictions/{city}_{seq}_{frame}_pred.png`` plus colour overlays."""
     from anncore.data import CityscapesSegmentation, val_transforms
+    from anncore.data.synthetic import resolve_data_root
     from anncore.env import pick_device
     from anncore.model import load_model
 
     dev = pick_device(device)
     model = load_model(checkpoint, map_location=dev)
+    data_root = resolve_data_root(data_root)
     dataset = CityscapesSegmentation(data_root, split=split, transforms=val_transforms())
     predictions = out_dir / "predictions" if save_predictions else None
     result = evaluate(model, dataset, config, dev, predictions, limit)

@@ -120,3 +120,27 @@ def test_miou_equals_cityscapesscripts(synthetic_val, tmp_path, monkeypatch):
     for name, iou in zip(CLASS_NAMES, metrics["iou"], strict=True):
         expected = official["classScores"][name]
         assert (np.isnan(iou) and np.isnan(expected)) or iou == pytest.approx(expected, abs=1e-9)
+
+
+def test_evaluate_command_end_to_end(synthetic_val, tmp_path, capsys):
+    """`python -m anncore evaluate` on a checkpoint file: metrics.json, label-id predictions and overlays."""
+    import json
+    import warnings
+
+    from anncore.__main__ import main
+    from anncore.checkpoint import save_checkpoint
+    from anncore.model import ANN
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ANN(backbone="small", head="ann")
+    save_checkpoint({"model": model.state_dict(), "model_config": model.config}, tmp_path / "checkpoint.pt")
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--data-root", str(synthetic_val)]
+    argv += ["--out", str(out), "--crop", "32", "64", "--flip", "--save-predictions", "--device", "cpu"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 3 and len(metrics["iou"]) == 19 and metrics["inference"]["flip"] is True
+    assert len(list((out / "predictions").glob("*_pred.png"))) == 3
+    assert len(list((out / "predictions").glob("*_overlay.png"))) == 3
+    assert "mIoU" in capsys.readouterr().out
