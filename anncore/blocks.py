@@ -113,7 +113,6 @@ class SelfAttention2d(nn.Module):
             return out, attention_weights(query, key)
         return out
 
-
     def attention_rows(self, low: torch.Tensor, high: torch.Tensor, rows: torch.Tensor | list[int]) -> torch.Tensor:
         """Attention weights of a few query pixels only: ``(B, len(rows), S)`` for flat indices ``rows`` into
         ``H*W``. Memory is O(len(rows) * S), so a non-local row at full resolution costs O(N), not O(N^2); the
