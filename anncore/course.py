@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +81,18 @@ def load_parameters(path: Path, notebook: Path) -> dict:
     return params
 
 
+def _collect_metrics(notebook: Path, params: dict, notebooks_dir: Path, out_dir: Path) -> dict:
+    """A notebook that writes ``OUT_DIR/metrics.json`` (training, evaluation) gets it copied next to the executed
+    notebook as ``<stem>_metrics.json``, and its final mIoU into the summary."""
+    out = params.get("OUT_DIR", declared_parameters(notebook).get("OUT_DIR"))
+    metrics_file = notebooks_dir / str(out) / "metrics.json" if out else None
+    if metrics_file is None or not metrics_file.is_file():
+        return {}
+    metrics = json.loads(metrics_file.read_text())
+    shutil.copyfile(metrics_file, out_dir / f"{notebook.stem}_metrics.json")
+    return {"miou": metrics.get("final_miou", metrics.get("miou")), "metrics": str(metrics_file.resolve())}
+
+
 def run_course(
     notebooks_dir: Path = Path("notebooks"),
     params_dir: Path = Path("params"),
@@ -109,8 +122,12 @@ def run_course(
             )
         except papermill.PapermillExecutionError as err:
             status = f"failed: {err.ename}: {err.evalue}"
-        rows.append({"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1), "status": status})
-        print(f"{nb.name:<40} {rows[-1]['seconds']:>7.1f} s  {status}", flush=True)
+        row = {"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1), "status": status}
+        if not in_place:
+            row.update(_collect_metrics(nb, params[nb], notebooks_dir, out_dir))
+        rows.append(row)
+        miou = f"  mIoU {row['miou']:.4f}" if row.get("miou") is not None else ""
+        print(f"{nb.name:<40} {row['seconds']:>7.1f} s  {status}{miou}", flush=True)
         if in_place:
             strip_run_metadata(target)
         if status != "ok":

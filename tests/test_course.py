@@ -62,3 +62,22 @@ def test_run_course_executes_with_parameters(tmp_path):
     stripped = nbformat.read(run_dir / "00_a.ipynb", as_version=4)
     assert "papermill" not in stripped.metadata
     assert stripped.cells[0].metadata["tags"] == ["parameters"]
+
+
+def test_summary_collects_a_notebooks_metrics(tmp_path):
+    notebooks = tmp_path / "nb"
+    notebooks.mkdir()
+    source = "OUT_DIR = 'out'\nMIOU = 0.5"
+    nb = write_notebook(notebooks / "07_t.ipynb", source)
+    book = nbformat.read(nb, as_version=4)
+    book.cells[1] = nbformat.v4.new_code_cell(
+        "import json, pathlib\npathlib.Path(OUT_DIR).mkdir(exist_ok=True)\n"
+        "pathlib.Path(OUT_DIR, 'metrics.json').write_text(json.dumps({'final_miou': MIOU}))"
+    )
+    nbformat.write(book, nb)
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "07_t.yaml").write_text("MIOU: 0.25\n")
+    (row,) = run_course(notebooks, tmp_path / "params", tmp_path / "runs")
+    assert row["status"] == "ok" and row["miou"] == 0.25
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "07_t_metrics.json").read_text()) == {"final_miou": 0.25}
