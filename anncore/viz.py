@@ -591,7 +591,8 @@ class CapturedAttention:
 
 
 def capture_attention(model: nn.Module, *inputs: torch.Tensor) -> tuple[Any, dict[str, CapturedAttention]]:
-    """Run ``model(*inputs)`` in eval mode without gradients and record every NL/APNB/AFNB block's inputs.
+    """Run ``model(*inputs)`` in eval mode (and leave it there) without gradients, recording every NL/APNB/AFNB
+    block's inputs.
 
     Forward pre-hooks on the blocks' :class:`~anncore.blocks.SelfAttention2d` branches store the ``(low, high)``
     tensors they are called with and are removed afterwards, so the forward is the model's own (any attention path,
@@ -671,7 +672,8 @@ def attention_overlay(
     alpha: float = 0.75,
 ) -> np.ndarray:
     """An ``(h, w)`` attention map over an ``(H, W, 3)`` image as an ``(H, W, 3)`` uint8 RGB array, computed in
-    numpy (milliseconds: what a slider can afford; the figures draw the same thing with matplotlib).
+    numpy in milliseconds (what a slider can afford; :func:`plot_query_attention` shows these arrays, and
+    :func:`plot_attention_maps` draws the same blend with matplotlib layers).
 
     The image is shown in grey; each map cell covers its block of the image in :data:`ATTENTION_CMAP` colours from 0
     to ``vmax`` (default: the map's peak) with the opacity of :func:`plot_attention_maps`. ``query`` (a cell of the
