@@ -664,6 +664,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     ctx, device = _init_distributed(config.device)
     try:
         run = _Run(config, ctx, device)
+        if run.start >= config.iters and (run.out / "metrics.json").is_file():
+            # a finished run resumed: nothing to train, and its metrics (throughput, wall time) stay as measured
+            return json.loads((run.out / "metrics.json").read_text())
         bar = tqdm(total=config.iters, initial=run.start, disable=not ctx.main, desc=f"{config.head}/{config.backbone}")
         run.net.train()
         tick = time.perf_counter()

@@ -215,6 +215,10 @@ def test_outputs_of_a_run(tmp_path, data_root):
                                                            val_every=2, **TINY)  # fmt: skip
     model = load_model(out / "checkpoint.pt")
     assert model.config["backbone"] == "small" and not model.training
+    finished = train(
+        load_config(None, data_root=str(data_root), out=str(out), iters=4, val_every=2, resume=True, **TINY)
+    )
+    assert finished == saved  # resuming a finished run trains nothing and keeps its measured metrics
     with pytest.raises(FileExistsError, match="pass --resume"):
         train(load_config(None, data_root=str(data_root), out=str(out), iters=4, **TINY))
     with pytest.raises(ConfigError, match=r"different configuration .*lr: 0\.01 -> 0\.02"):
