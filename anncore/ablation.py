@@ -10,7 +10,6 @@ Documents are written as ``benchmarks/results/ablation-<data>-<device>-<timestam
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 import warnings
@@ -25,7 +24,7 @@ import torch
 
 from anncore.backbone import UntrainedBackboneWarning
 from anncore.data import CLASS_NAMES
-from anncore.data.synthetic import MANIFEST, ensure_synthetic
+from anncore.data.synthetic import MANIFEST, resolve_data_root
 from anncore.env import pick_device
 from anncore.train import TrainConfig, build_model, train
 
@@ -46,11 +45,8 @@ def clear_run(out: str | Path) -> None:
 def course_data_root(data_root: str | Path, synthetic_root: Path, size: Sequence[int], seed: int = 0) -> Path:
     """``data_root`` when given, else ``$CITYSCAPES_DATASET`` when set, else the synthetic set of ``size`` (H, W)
     under ``synthetic_root`` (40 train / 10 val frames, written on first use by :func:`ensure_synthetic`)."""
-    chosen = str(data_root) or os.environ.get("CITYSCAPES_DATASET", "")
-    if chosen:
-        return Path(chosen).expanduser()
     height, width = size
-    return ensure_synthetic(synthetic_root, height=height, width=width, seed=seed)
+    return resolve_data_root(str(data_root), synthetic_root, height=height, width=width, seed=seed)
 
 
 def is_synthetic(root: Path) -> bool:

@@ -594,13 +594,15 @@ def ensure_synthetic(
     return write_synthetic_cityscapes(root, train, val, height, width, seed)
 
 
-def resolve_data_root(data_root: str | Path | None = None, **synthetic: int) -> Path:
+def resolve_data_root(
+    data_root: str | Path | None = None, synthetic_root: str | Path = DEFAULT_ROOT, **synthetic: int
+) -> Path:
     """Where the course reads Cityscapes from: ``data_root`` when given (a notebook's ``DATA_ROOT``, a command's
     ``--data-root``), else ``$CITYSCAPES_DATASET`` (the variable cityscapesscripts reads), else the synthetic set
     under ``data/generated/``, written on first use by :func:`ensure_synthetic` with the ``synthetic`` settings
     (``train``, ``val``, ``height``, ``width``, ``seed``). The word ``"synthetic"`` asks for that set explicitly
     (as ``python -m anncore train --data-root synthetic`` does)."""
     if str(data_root) == "synthetic":
-        return ensure_synthetic(DEFAULT_ROOT, **synthetic)
+        return ensure_synthetic(synthetic_root, **synthetic)
     chosen = data_root or os.environ.get("CITYSCAPES_DATASET")
-    return Path(chosen).expanduser() if chosen else ensure_synthetic(DEFAULT_ROOT, **synthetic)
+    return Path(chosen).expanduser() if chosen else ensure_synthetic(synthetic_root, **synthetic)
