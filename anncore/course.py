@@ -106,7 +106,10 @@ def run_course(
     if only:
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(prefix) for prefix in only)]
     if not notebooks:
-        raise FileNotFoundError(f"no notebooks named NN_slug.ipynb under {notebooks_dir.resolve()}")
+        raise FileNotFoundError(
+            f"no notebooks named NN_slug.ipynb under {notebooks_dir.resolve()}"
+            + (f" starting with {' or '.join(only)}" if only else "")
+        )
     # check every parameter file before running anything, so a typo fails at once, not after an hour of training
     params = {nb: {} if in_place else load_parameters(params_dir / f"{nb.stem}.yaml", nb) for nb in notebooks}
     out_dir = notebooks_dir if in_place else out_root / datetime.now().strftime("%Y%m%d-%H%M%S")
