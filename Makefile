@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: course test lint notebooks clean chromium cityscapes
+.PHONY: course course-model test lint notebooks clean chromium cityscapes
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml
 ## the main job: every notebook headless with papermill into runs/<timestamp>/
 course: $(STAMP)
 	$(PY) -m anncore course
+
+## retrain the shipped course model (models/course/): the ann head with params/course_model.yaml, ~3-4 min on a CPU
+course-model: $(STAMP)
+	rm -f runs/course_model/checkpoint.pt
+	$(PY) -m anncore train --config params/course_model.yaml
+	$(PY) -m anncore export --checkpoint runs/course_model/checkpoint.pt --out models/course
+	$(PY) -m anncore cue --checkpoint models/course/model.pt --json models/course/cue.json
 
 ## Debian's chromium for the JupyterLab browser test (best effort: the test skips, saying why, without it)
 chromium:

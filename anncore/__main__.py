@@ -76,6 +76,63 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cue(args: argparse.Namespace) -> int:
+    from anncore.cue import VEHICLES, board_swap, cue_settings
+    from anncore.env import pick_device
+    from anncore.jsonfile import write_json
+    from anncore.model import load_model, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    device = pick_device(args.device)
+    model = load_model(checkpoint, map_location=device)
+    settings = cue_settings(checkpoint, args.scenes, args.size, args.seed)
+    result = board_swap(model, device=device, **settings)
+    per_cue = "  ".join(f"{name} {result.follow_rate_per_cue[name]:.3f}" for name in VEHICLES)
+    height, width = settings["size"]
+    print(
+        f"board-swap test of {checkpoint}: {result.scenes} validation scenes at {height}x{width} (data seed "
+        f"{settings['seed']}), each with every board; chance 0.333"
+    )
+    print(f"follow rate per board: {per_cue}")
+    print(f"follow rate: {result.follow_rate:.3f}")
+    if args.json:
+        document = {"checkpoint": str(checkpoint), "size": [height, width], "seed": settings["seed"],
+                    **result.as_dict()}  # fmt: skip
+        print(f"-> {write_json(document, args.json)}")
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from anncore.ablation import run_ablation, write_ablation
+    from anncore.train import load_config
+
+    base = load_config(args.config, out=str(args.out), **({"iters": args.iters} if args.iters else {}))
+    document = run_ablation(base, Path(args.out), args.heads, args.seeds, jobs=args.jobs)
+    for head, entry in document["summary"].items():
+        follow = entry["follow_rate"]
+        spread = "" if follow["sd"] is None else f" ± {follow['sd']:.3f}"
+        shown = "n/a" if follow["mean"] is None else f"{follow['mean']:.3f}{spread}"
+        print(f"{head:>5}: mIoU {entry['miou']['mean']:.3f}  board-swap follow rate {shown}  "
+              f"({len(entry['seeds'])} seeds)")  # fmt: skip
+    print(write_ablation(document, args.json_dir or args.out))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import shutil
+
+    from anncore.checkpoint import export_model
+
+    source, out = Path(args.checkpoint), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = export_model(source, out / "model.pt")
+    copied = [name for name in ("log.jsonl", "metrics.json", "config.yaml") if (source.parent / name).is_file()]
+    for name in copied:
+        shutil.copyfile(source.parent / name, out / name)
+    print(f"{model} ({model.stat().st_size / 2**20:.1f} MiB, weights only) and {', '.join(copied) or 'no run files'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m anncore",
@@ -146,6 +203,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--save-predictions", action="store_true", help="label-id PNGs + colour overlays")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
     evaluate.set_defaults(run=_evaluate)
+
+    cue = commands.add_parser("cue", help="board-swap test: does a model read the synthetic set's distant cue?")
+    cue.add_argument("--checkpoint", required=True, help="a training checkpoint, or 'course' for the shipped model")
+    cue.add_argument("--scenes", type=int, default=30, help="validation scenes, each rendered with every board")
+    cue.add_argument("--seed", type=int, help="data seed of the synthetic set (default: the model's training set)")
+    cue.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="scene size (default: the training set's)")
+    cue.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+    cue.add_argument("--json", metavar="FILE", help="also write the result (key follow_rate) to this JSON file")
+    cue.set_defaults(run=_cue)
+
+    export = commands.add_parser("export", help="a checkpoint's model alone (no optimiser state), with its run files")
+    export.add_argument("--checkpoint", required=True, help="OUT/checkpoint.pt written by `train`")
+    export.add_argument("--out", required=True, help="folder: model.pt, and log.jsonl, metrics.json, config.yaml")
+    export.set_defaults(run=_export)
+
+    ablate = commands.add_parser("ablate", help="train fcn/nl/apnb/ann for several seeds, one JSON document")
+    ablate.add_argument("--config", required=True, help="TrainConfig YAML every run shares (e.g. params/ablation.yaml)")
+    ablate.add_argument("--heads", nargs="+", default=["fcn", "nl", "apnb", "ann"], help="heads to train")
+    ablate.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per head")
+    ablate.add_argument("--out", required=True, help="runs go to OUT/<head>/seed<s>/, the document into OUT")
+    ablate.add_argument("--json-dir", help="write the document here instead of OUT (e.g. benchmarks/results)")
+    ablate.add_argument("--iters", type=int, help="override the config's iterations")
+    ablate.add_argument("--jobs", type=int, default=1, help="runs trained at a time (cpu_count // jobs threads each)")
+    ablate.set_defaults(run=_ablate)
     return parser
 
 

@@ -1,19 +1,29 @@
-"""The head ablation of the course (notebook 08): ``fcn``, ``nl``, ``apnb`` and ``ann`` trained with one budget and
-one seed through :func:`anncore.train.train`, collected into one JSON document.
+"""The head ablation (notebook 08, ``python -m anncore ablate``): ``fcn``, ``nl``, ``apnb`` and ``ann`` trained under
+one configuration for several seeds, each run scored by mIoU, the vehicle classes' IoU and the board-swap test
+(:mod:`anncore.cue`), collected into one JSON document with the mean and spread per head.
 
-Only the head differs between the runs (:mod:`anncore.model`), so differences in mIoU and in the vehicle classes,
-which the synthetic set decides by a distant cue board (:mod:`anncore.data.synthetic`), are the context blocks'.
-Documents are written as ``benchmarks/results/ablation-<data>-<device>-<timestamp>.json`` and read back with
-:func:`latest_ablation`.
+Only the head differs between the runs (:mod:`anncore.model`), so differences in the vehicle classes, which the
+synthetic set decides by a distant cue board (:mod:`anncore.data.synthetic`), are the context blocks'. In the paper's
+terms (Sec. 4.3, Table 1): ``ann - apnb`` is what AFNB adds, ``nl - apnb`` the price of pyramid sampling.
+
+Runs go one after another in this process (``jobs=1``) or ``jobs`` at a time as ``python -m anncore train``
+subprocesses with ``cpu_count // jobs`` threads each. Inference latency is measured afterwards, one model at a
+time, after warm-up (:func:`anncore.cost.time_step`, median). Documents are written as
+``OUT/ablation-<data>-<device>-<timestamp>.json`` and read back with :func:`latest_ablation`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
+import statistics
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,19 +31,32 @@ from typing import Any
 
 import pandas as pd
 import torch
+import yaml
+from torch import nn
 
 from anncore.backbone import UntrainedBackboneWarning
+from anncore.cost import time_step
+from anncore.cue import VEHICLES, board_swap
 from anncore.data import CLASS_NAMES
 from anncore.data.synthetic import MANIFEST, resolve_data_root
 from anncore.env import pick_device
-from anncore.train import TrainConfig, build_model, train
+from anncore.jsonfile import write_json
+from anncore.model import load_model
+from anncore.train import TrainConfig, data_root_of, plain_config, train
 
 #: The heads in the order of the comparison: no context, full non-local, pyramid non-local, the full network.
 ABLATION_HEADS: tuple[str, ...] = ("fcn", "nl", "apnb", "ann")
-#: Classes the synthetic set decides only through the distant cue board.
-VEHICLES: tuple[str, ...] = ("car", "truck", "bus")
 #: Files :func:`anncore.train.train` writes into its ``out`` folder.
 RUN_FILES: tuple[str, ...] = ("checkpoint.pt", "log.jsonl", "metrics.json", "config.yaml")
+#: Per-run numbers summarised per head as mean and sample standard deviation.
+SUMMARISED: tuple[str, ...] = (
+    "miou",
+    *(f"iou_{name}" for name in VEHICLES),
+    "follow_rate",
+    "images_per_s",
+    "train_time_s",
+    "inference_ms",
+)
 
 
 def clear_run(out: str | Path) -> None:
@@ -54,91 +77,185 @@ def is_synthetic(root: Path) -> bool:
     return (Path(root) / MANIFEST).is_file()
 
 
+def context_block_params(model: nn.Module) -> int:
+    """Parameters of the head's context blocks: AFNB and APNB for ``ann``, one block for ``nl`` / ``apnb``."""
+    head = model.head
+    blocks = [b for b in (head.afnb, head.apnb, head.nl) if b is not None]
+    return sum(p.numel() for block in blocks for p in block.parameters())
+
+
 @torch.no_grad()
-def inference_ms(model: torch.nn.Module, size: Sequence[int], device: torch.device, repeats: int = 10) -> float:
-    """Wall time in ms of one eval-mode forward pass on a ``(1, 3, H, W)`` input: the fastest of ``repeats`` after
-    one warm-up (the minimum, as :mod:`timeit` advises, since on a shared machine other jobs only add time)."""
+def inference_ms(
+    model: nn.Module, size: Sequence[int], device: torch.device, warmup: int = 3, repeats: int = 10
+) -> float:
+    """Median wall time in ms of one eval-mode forward pass on a ``(1, 3, H, W)`` input, after ``warmup`` calls."""
     model.eval().to(device)
     x = torch.randn(1, 3, *size, device=device)
-    model(x)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
+    for _ in range(warmup):
         model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
+    return statistics.median(time_step(lambda: model(x), device, repeats))
 
 
-def head_record(config: TrainConfig, metrics: dict[str, Any], size: Sequence[int]) -> dict[str, Any]:
-    """One row of the ablation: scores from ``metrics`` (:func:`train`'s return value), parameters and cost."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedBackboneWarning)
-        model = build_model(replace(config, pretrained=None))
-    block = model.head.context_block
-    device = pick_device(config.device)
-    return {
+def cue_scenes(root: Path) -> dict[str, Any] | None:
+    """``{"scenes", "size", "seed"}`` of the synthetic set's validation split in ``root`` (its manifest), or
+    ``None`` for real data: what :func:`~anncore.cue.board_swap` renders to test a model trained on it."""
+    manifest = Path(root) / MANIFEST
+    if not manifest.is_file():
+        return None
+    settings = json.loads(manifest.read_text())
+    return {"scenes": settings["val"], "size": (settings["height"], settings["width"]), "seed": settings["seed"]}
+
+
+def run_record(config: TrainConfig, size: Sequence[int], device: torch.device) -> dict[str, Any]:
+    """One run of the ablation, scored from its folder ``config.out``: mIoU, vehicle IoU, the board-swap test on
+    the synthetic set, parameters and cost."""
+    out = Path(config.out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = load_model(out / "checkpoint.pt", map_location=device)
+    iou = metrics["iou_per_class"]
+    record: dict[str, Any] = {
         "head": config.head,
+        "seed": config.seed,
         "miou": metrics["final_miou"],
         "pixel_acc": metrics["pixel_acc"],
-        "iou_per_class": metrics["iou_per_class"],
-        "vehicle_iou": {name: metrics["iou_per_class"][name] for name in VEHICLES},
+        "iou_per_class": iou,
+        **{f"iou_{name}": iou[name] for name in VEHICLES},
         "params": sum(p.numel() for p in model.parameters()),
         "head_params": sum(p.numel() for p in model.head.parameters()),
-        "context_block_params": 0 if block is None else sum(p.numel() for p in block.parameters()),
+        "context_block_params": context_block_params(model),
         "train_time_s": metrics["wall_time_s"],
         "images_per_s": metrics["images_per_s"],
         "inference_ms": inference_ms(model, size, device),
         "inference_size": list(size),
+        "out": str(out),
     }
+    scenes = cue_scenes(data_root_of(config))
+    if scenes is not None:
+        swap = board_swap(model, device=device, **scenes)
+        record.update(follow_rate=swap.follow_rate, cue=swap.as_dict())
+    return record
+
+
+def summarise(runs: Sequence[dict[str, Any]], heads: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per head: ``{key: {"mean", "sd", "values"}}`` for :data:`SUMMARISED` (sd over seeds, ``None`` for one run)
+    and the parameter counts, which do not depend on the seed."""
+    summary: dict[str, dict[str, Any]] = {}
+    for head in heads:
+        mine = [r for r in runs if r["head"] == head]
+        entry: dict[str, Any] = {"seeds": [r["seed"] for r in mine]}
+        for key in SUMMARISED:
+            values = [r[key] for r in mine if r.get(key) is not None]
+            entry[key] = {
+                "mean": statistics.fmean(values) if values else None,
+                "sd": statistics.stdev(values) if len(values) > 1 else None,
+                "values": values,
+            }
+        for key in ("params", "head_params", "context_block_params"):
+            entry[key] = mine[0][key]
+        summary[head] = entry
+    return summary
+
+
+def _train_subprocess(config: TrainConfig, threads: int) -> None:
+    """``python -m anncore train --config OUT/ablation-config.yaml`` with ``threads`` CPU threads; raises with the
+    run's last output lines if it fails."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = out / "ablation-config.yaml"
+    recipe.write_text(yaml.safe_dump(plain_config(config), sort_keys=False))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    done = subprocess.run(
+        [sys.executable, "-m", "anncore", "train", "--config", str(recipe)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-5:])
+        raise RuntimeError(f"training {config.head} seed {config.seed} into {out} failed:\n{tail}")
 
 
 def run_ablation(
-    base: TrainConfig, out_dir: str | Path, heads: Sequence[str] = ABLATION_HEADS, size: Sequence[int] | None = None
+    base: TrainConfig,
+    out_dir: str | Path,
+    heads: Sequence[str] = ABLATION_HEADS,
+    seeds: Sequence[int] = (0,),
+    size: Sequence[int] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Train every head in ``heads`` with ``base`` (same iterations, batch, crop and seed), each from scratch into
-    ``out_dir/<head>``, and return the ablation document (:func:`write_ablation` stores it).
+    """Train every head in ``heads`` for every seed in ``seeds`` with ``base`` (same data, recipe and budget), each
+    from scratch into ``out_dir/<head>/seed<s>``, score the runs, and return the ablation document
+    (:func:`write_ablation` stores it).
 
-    ``size`` is the ``(H, W)`` of the inference timing (default: the training crop).
+    ``size`` is the ``(H, W)`` of the inference timing (default: the training crop). ``jobs`` > 1 trains that many
+    runs at a time in subprocesses (module docstring).
     """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if not heads or not seeds:
+        raise ValueError(f"heads and seeds must not be empty, got heads={list(heads)} seeds={list(seeds)}")
     size = tuple(size or base.crop)
-    started = time.perf_counter()
-    records = []
-    for head in heads:
-        config = replace(base, head=head, out=str(Path(out_dir) / head), resume=False)
+    data_root_of(base)  # write the synthetic set once, before any run (parallel runs would race to write it)
+    configs = [
+        replace(base, head=head, seed=seed, out=str(Path(out_dir) / head / f"seed{seed}"), resume=False)
+        for seed in seeds
+        for head in heads
+    ]
+    for config in configs:
         clear_run(config.out)
-        records.append(head_record(config, train(config), size))
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    started = time.perf_counter()
+    if jobs == 1:
+        for config in configs:
+            train(config)
+    else:
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(lambda c: _train_subprocess(c, threads), configs))
+    train_wall = time.perf_counter() - started
     device = pick_device(base.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedBackboneWarning)
+        runs = [run_record(config, size, device) for config in configs]
     return {
         "kind": "ablation",
         "created": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
-        "data": "synthetic" if is_synthetic(Path(base.data_root)) else "cityscapes",
+        "data": "synthetic" if is_synthetic(data_root_of(base)) else "cityscapes",
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "cpu_threads": torch.get_num_threads(),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "jobs": jobs,
+            "threads_per_job": threads if jobs > 1 else torch.get_num_threads(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "platform": platform.platform(),
+        },
         "torch": torch.__version__,
-        "config": {k: v for k, v in vars(base).items() if k not in ("head", "out", "resume")},
+        "config": {k: v for k, v in plain_config(base).items() if k not in ("head", "out", "resume", "seed")},
+        "heads": list(heads),
+        "seeds": list(seeds),
+        "train_wall_time_s": train_wall,
         "wall_time_s": time.perf_counter() - started,
-        "heads": records,
+        "runs": runs,
+        "summary": summarise(runs, heads),
     }
 
 
 def write_ablation(document: dict[str, Any], out_dir: str | Path) -> Path:
     """Write ``document`` as ``out_dir/ablation-<data>-<cpu|cuda|mps>-<created>.json`` and return the path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = document["device"].split(":")[0]
-    path = out / f"ablation-{document['data']}-{device}-{document['created']}.json"
-    path.write_text(json.dumps(document, indent=2, default=list))
+    path = Path(out_dir) / f"ablation-{document['data']}-{device}-{document['created']}.json"
+    write_json(document, path)
     return path
 
 
 def latest_ablation(folder: str | Path, pattern: str = "ablation-synthetic-*.json") -> tuple[Path, dict] | None:
-    """The newest document matching ``pattern`` in ``folder`` (by its ``created`` stamp), or ``None``."""
+    """The newest document matching ``pattern`` in ``folder`` that has per-seed runs (by its ``created`` stamp),
+    or ``None``."""
     found = [(json.loads(p.read_text()), p) for p in Path(folder).glob(pattern)]
+    found = [(document, path) for document, path in found if "runs" in document]
     if not found:
         return None
     document, path = max(found, key=lambda item: item[0]["created"])
@@ -146,28 +263,43 @@ def latest_ablation(folder: str | Path, pattern: str = "ablation-synthetic-*.jso
 
 
 def ablation_frame(document: dict[str, Any]) -> pd.DataFrame:
-    """One row per head: mIoU, the vehicle classes' IoU (and their mean), parameters and cost."""
+    """One row per head: mean and sd over the seeds of mIoU, vehicle IoU, follow rate and cost, and parameters."""
     rows = []
-    for record in document["heads"]:
-        vehicles = record["vehicle_iou"]
-        finite = [v for v in vehicles.values() if v is not None and v == v]
-        rows.append(
-            {
-                "head": record["head"],
-                "mIoU": record["miou"],
-                **{f"IoU {name}": vehicles[name] for name in VEHICLES},
-                "vehicle mIoU": sum(finite) / len(finite) if finite else float("nan"),
-                "params (M)": record["params"] / 1e6,
-                "context block params": record["context_block_params"],
-                "train img/s": record["images_per_s"],
-                "inference ms": record["inference_ms"],
-            }
+    for head, entry in document["summary"].items():
+        row: dict[str, Any] = {"head": head, "seeds": len(entry["seeds"])}
+        for key in SUMMARISED:
+            row[key] = entry[key]["mean"]
+            row[f"{key} sd"] = entry[key]["sd"]
+        row.update(
+            {key: entry[key] for key in ("params", "head_params", "context_block_params")},
         )
+        rows.append(row)
     return pd.DataFrame(rows).set_index("head")
 
 
+def runs_frame(document: dict[str, Any]) -> pd.DataFrame:
+    """One row per run (head, seed): mIoU, vehicle IoU, follow rate, cost."""
+    columns = ["head", "seed", *SUMMARISED]
+    return pd.DataFrame([{k: r.get(k) for k in columns} for r in document["runs"]]).set_index(["head", "seed"])
+
+
 def per_class_frame(document: dict[str, Any]) -> pd.DataFrame:
-    """Per-class IoU, one column per head, one row per Cityscapes class."""
-    return pd.DataFrame(
-        {r["head"]: [r["iou_per_class"][name] for name in CLASS_NAMES] for r in document["heads"]}, index=CLASS_NAMES
+    """Per-class IoU averaged over seeds, one column per head, one row per Cityscapes class."""
+    columns = {}
+    for head in document["heads"]:
+        mine = [r["iou_per_class"] for r in document["runs"] if r["head"] == head]
+        present = [[m[name] for m in mine if m[name] is not None] for name in CLASS_NAMES]
+        columns[head] = [statistics.fmean(values) if values else float("nan") for values in present]
+    return pd.DataFrame(columns, index=CLASS_NAMES)
+
+
+def vehicle_confusion_frame(document: dict[str, Any], head: str) -> pd.DataFrame:
+    """The car/truck/bus confusion sub-matrix of ``head``'s board-swap test summed over its seeds, as row
+    fractions: rows the class the board announces, columns the predicted class (and ``other``)."""
+    mine = [r["cue"]["confusion"] for r in document["runs"] if r["head"] == head and "cue" in r]
+    if not mine:
+        raise ValueError(f"no board-swap results for head {head!r} in this document")
+    counts = pd.DataFrame(
+        sum(pd.DataFrame(m["pixels"]).to_numpy() for m in mine), index=mine[0]["rows"], columns=mine[0]["columns"]
     )
+    return counts.div(counts.sum(axis=1), axis=0)

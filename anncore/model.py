@@ -175,13 +175,28 @@ class ANN(nn.Module):
         return outputs
 
 
+#: The course model shipped with the repository (``models/course/``): the ``ann`` head trained by
+#: ``python -m anncore train --config params/course_model.yaml``; ``"course"`` names it wherever a checkpoint is asked.
+COURSE_MODEL = Path(__file__).resolve().parents[1] / "models" / "course" / "model.pt"
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """``checkpoint`` as a path; the word ``"course"`` means :data:`COURSE_MODEL`."""
+    if str(checkpoint) == "course":
+        if not COURSE_MODEL.is_file():
+            raise FileNotFoundError(f"the course model {COURSE_MODEL} is missing: this checkout lacks models/course/")
+        return COURSE_MODEL
+    return Path(checkpoint)
+
+
 def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> ANN:
     """Rebuild a trained model from a training checkpoint (``OUT/checkpoint.pt``), in eval mode.
 
-    Needs nothing from the training code: the checkpoint's ``model_config`` gives the architecture and ``model`` the
-    weights. The backbone is built without pretrained weights, since the checkpoint replaces them.
+    ``checkpoint`` may be ``"course"``, the shipped course model (:data:`COURSE_MODEL`). Needs nothing from the
+    training code: the checkpoint's ``model_config`` gives the architecture and ``model`` the weights. The backbone
+    is built without pretrained weights, since the checkpoint replaces them.
     """
-    state = load_checkpoint(checkpoint, map_location)
+    state = load_checkpoint(resolve_checkpoint(checkpoint), map_location)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedBackboneWarning)
         model = ANN(**state["model_config"], pretrained=None)

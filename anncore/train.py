@@ -5,7 +5,7 @@ The official recipe (ann-reference §4; MendelXu/ANN ``hypes/seg/cityscapes/fs_a
 5e-4 on every parameter, poly decay ``lr * (1 - it / iters) ** 0.9`` per iteration, batch 8, 769x769 crops, 60k
 iterations, OHEM cross-entropy (0.7, 100000) on the main output + 0.4 x cross-entropy on the auxiliary output,
 validation every 4000 and a checkpoint every 1000 iterations. ``params/cityscapes_r101.yaml`` adds the official
-class weights and ImageNet weights; ``params/train_synthetic_cpu.yaml`` is the CPU run on the synthetic set.
+class weights and ImageNet weights; ``params/course_model.yaml`` is the CPU recipe on the synthetic set.
 
 Outputs in ``OUT`` (written by rank 0 only):
 
@@ -62,11 +62,13 @@ from anncore.attention import ATTENTION_PATHS
 from anncore.backbone import BACKBONES
 from anncore.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint, seeded
 from anncore.env import pick_device
+from anncore.jsonfile import json_safe, write_json
 from anncore.losses import SegmentationLoss
 from anncore.metrics import ConfusionMatrix
 from anncore.model import ANN, HEADS
 
 SYNTHETIC = "synthetic"
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
 
 # --------------------------------------------------------------------------------------------------------- config
@@ -91,20 +93,30 @@ class TrainConfig:
     iters: int = _opt(60_000, "training iterations (official 60000)")
     batch_size: int = _opt(8, "global batch, split over DDP processes (official 8 = 8 GPUs x 1)")
     crop: tuple[int, int] = _opt((769, 769), "training crop H W (official 769 769)", metavar=("H", "W"))
+    scale_range: tuple[float, float] = _opt(
+        (0.5, 2.0), "random rescaling before the crop, low high (official 0.5 2.0; 1 1: none)", metavar=("LOW", "HIGH")
+    )
     photometric: bool = _opt(True, "photometric jitter in the training augmentation (slow on CPU)")
     backbone: str = _opt("resnet101", f"one of {BACKBONES}", choices=BACKBONES)
     head: str = _opt("ann", f"one of {HEADS}", choices=HEADS)
     pretrained: str | None = _opt(None, "backbone weights: none, imagenet (torchvision download) or a checkpoint path")
     attention: str = _opt("auto", "attention path of the context blocks", choices=ATTENTION_PATHS)
+    optimizer: str = _opt("sgd", "sgd (official, with momentum) or adam (the synthetic CPU recipe)", choices=OPTIMIZERS)
     lr: float = _opt(0.01, "base learning rate (official 0.01)")
     momentum: float = _opt(0.9, "SGD momentum (official 0.9)")
-    weight_decay: float = _opt(5e-4, "SGD weight decay on every parameter (official 5e-4)")
+    weight_decay: float = _opt(5e-4, "weight decay (L2) on every parameter (official 5e-4)")
     poly_power: float = _opt(0.9, "poly decay power, per iteration (official 0.9)")
     aux_weight: float = _opt(0.4, "auxiliary loss weight; 0 builds no auxiliary head (official 0.4)")
     ohem: bool = _opt(True, "OHEM cross-entropy on the main output (official)")
     ohem_thresh: float = _opt(0.7, "OHEM probability threshold (official 0.7)")
     ohem_min_kept: int = _opt(100_000, "OHEM minimum kept pixels per image (official 100000 per 769x769 crop)")
     class_weights: list[float] | None = _opt(None, "per-class CE weights (params/cityscapes_r101.yaml: official)")
+    synthetic_size: tuple[int, int] = _opt(
+        (256, 512), f"image H W of the synthetic set (data_root {SYNTHETIC!r} only)", metavar=("H", "W")
+    )
+    synthetic_scenes: tuple[int, int] = _opt(
+        (40, 10), f"train and val scenes of the synthetic set (data_root {SYNTHETIC!r} only)", metavar=("TRAIN", "VAL")
+    )
     device: str = _opt("auto", "auto, cpu, cuda, cuda:i or mps (under torchrun: each process its local GPU)")
     amp: bool = _opt(False, "mixed precision: bf16 autocast on CUDA (fp16 + grad scaler without bf16), bf16 on CPU")
     channels_last: bool = _opt(False, "channels_last memory format for model and inputs")
@@ -134,8 +146,11 @@ class TrainConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if min(self.crop) < 1:
-            raise ConfigError(f"crop must be two positive sizes H W, got {self.crop}")
+        for name in ("crop", "synthetic_size", "synthetic_scenes"):
+            if min(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be two positive sizes, got {getattr(self, name)}")
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ConfigError(f"scale_range must be LOW HIGH with 0 < LOW <= HIGH, got {self.scale_range}")
         if not 0.0 < self.ohem_thresh <= 1.0 or self.ohem_min_kept < 1:
             raise ConfigError(
                 f"ohem_thresh must be in (0, 1] and ohem_min_kept >= 1, got {self.ohem_thresh}, {self.ohem_min_kept}"
@@ -276,20 +291,28 @@ class SeededSamples(Dataset):
             return self.dataset[index]
 
 
+def data_root_of(config: TrainConfig) -> Path:
+    """Where ``config`` reads its data: ``data_root``, or for ``synthetic`` the set of ``synthetic_size`` and
+    ``synthetic_scenes`` under ``data/generated/`` (written on first use by :func:`ensure_synthetic`)."""
+    from anncore.data.synthetic import ensure_synthetic, synthetic_root
+
+    if config.data_root != SYNTHETIC:
+        return Path(config.data_root)
+    (height, width), (train, val) = config.synthetic_size, config.synthetic_scenes
+    settings = {"train": train, "val": val, "height": height, "width": width}
+    return ensure_synthetic(synthetic_root(**settings), **settings)
+
+
 def _datasets(config: TrainConfig, ctx: _Dist) -> tuple[Dataset, Dataset]:
     from anncore.data import CityscapesSegmentation, train_transforms, val_transforms
-    from anncore.data.synthetic import ensure_synthetic
 
-    root: str | Path = config.data_root
-    if root == SYNTHETIC:
-        if not ctx.main:
-            ctx.barrier()  # rank 0 writes the set first
-        root = ensure_synthetic()
-        if ctx.main:
-            ctx.barrier()
-    train_set = CityscapesSegmentation(
-        root, split="train", transforms=train_transforms(crop_size=config.crop, photometric=config.photometric)
-    )
+    if not ctx.main:
+        ctx.barrier()  # rank 0 writes the synthetic set first
+    root = data_root_of(config)
+    if ctx.main:
+        ctx.barrier()
+    augment = train_transforms(config.crop, config.scale_range, photometric=config.photometric)
+    train_set = CityscapesSegmentation(root, split="train", transforms=augment)
     return train_set, CityscapesSegmentation(root, split="val", transforms=val_transforms())
 
 
@@ -354,6 +377,15 @@ def amp_dtype(amp: bool, device: torch.device) -> torch.dtype | None:
     return torch.float16 if device.type == "mps" else torch.bfloat16
 
 
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The official SGD (momentum, L2 weight decay on every parameter), or Adam for the synthetic CPU recipe
+    (``params/course_model.yaml`` says why: under SGD from scratch the zero-initialised output conv of the
+    context blocks, official, stays near zero for the short CPU budget and the cue board is never read)."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
 def _poly(iters: int, power: float):
     """Official ``lambda_poly``: ``(1 - it / iters) ** power`` at iteration ``it`` (0-based)."""
     return lambda it: (1.0 - it / iters) ** power
@@ -380,18 +412,7 @@ class _Log:
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
             with open(self.path, "a") as f:
-                f.write(json.dumps(_json_safe(record)) + "\n")
-
-
-def _json_safe(value: Any) -> Any:
-    """nan/inf -> None, recursively, so the files are strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
+                f.write(json.dumps(json_safe(record)) + "\n")
 
 
 @torch.no_grad()
@@ -463,7 +484,8 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _plain_config(config: TrainConfig) -> dict[str, Any]:
+def plain_config(config: TrainConfig) -> dict[str, Any]:
+    """``config`` as plain YAML/JSON values (what ``config.yaml`` and checkpoints hold)."""
     return {k: _plain(v) for k, v in asdict(config).items()}
 
 
@@ -482,7 +504,7 @@ class _Run:
         self.train_set, self.val_set = _datasets(config, ctx)
         if ctx.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(_plain_config(config), sort_keys=False))
+            (self.out / "config.yaml").write_text(yaml.safe_dump(plain_config(config), sort_keys=False))
 
         random.seed(config.seed)
         np.random.seed(config.seed)  # noqa: NPY002 - the global RNG third-party augmentation may use
@@ -496,9 +518,7 @@ class _Run:
         self.criterion = SegmentationLoss(
             config.aux_weight, config.ohem, config.ohem_thresh, config.ohem_min_kept, config.class_weights, IGNORE_INDEX
         ).to(device)
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        self.optimizer = build_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _poly(config.iters, config.poly_power))
         self.autocast_dtype = amp_dtype(config.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype is torch.float16)
@@ -620,7 +640,7 @@ class _Run:
                 "scaler": self.scaler.state_dict(),
                 "rng": rng,
                 "progress": self.progress,
-                "config": _plain_config(self.config),
+                "config": plain_config(self.config),
             }
             save_checkpoint(state, self.checkpoint_path)
         self.last_saved = done
@@ -650,7 +670,7 @@ class _Run:
             "sync_batchnorm": self.synced,
             "amp_dtype": None if dtype is None else str(dtype).removeprefix("torch."),
             "torch": torch.__version__,
-            "config": _plain_config(self.config),
+            "config": plain_config(self.config),
         }
 
 
@@ -695,7 +715,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         bar.close()
         metrics = run.metrics()
         if ctx.main:
-            (run.out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+            write_json(metrics, run.out / "metrics.json")
         return metrics
     finally:
         if ctx.world_size > 1:

@@ -1,16 +1,17 @@
-"""The head ablation runner: one budget for every head, the document it writes, and the helpers around it."""
+"""The head ablation runner: every head and seed under one configuration, scored runs, the per-head summary, the
+document it writes, and the helpers around it."""
 
 from __future__ import annotations
 
 import json
-import math
+import statistics
 from pathlib import Path
 
 import pytest
 
 from anncore.ablation import (
     RUN_FILES,
-    VEHICLES,
+    SUMMARISED,
     ablation_frame,
     clear_run,
     course_data_root,
@@ -18,8 +19,11 @@ from anncore.ablation import (
     latest_ablation,
     per_class_frame,
     run_ablation,
+    runs_frame,
+    vehicle_confusion_frame,
     write_ablation,
 )
+from anncore.cue import VEHICLES
 from anncore.data import CLASS_NAMES
 from anncore.data.synthetic import ensure_synthetic
 from anncore.train import load_config
@@ -30,38 +34,70 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_synthetic(tmp_path_factory.mktemp("synth") / "set", train=4, val=2, height=64, width=128)
 
 
+def tiny_config(root: Path, **overrides: object):
+    return load_config(
+        data_root=str(root), backbone="small", iters=1, batch_size=2, crop=[64, 128], ohem_min_kept=100,
+        photometric=False, workers=0, val_every=0, checkpoint_every=0, device="cpu", out="ignored", **overrides,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def document(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    base = load_config(
-        data_root=str(tiny_root), backbone="small", iters=1, batch_size=2, crop=[64, 128], ohem_min_kept=100,
-        photometric=False, workers=0, val_every=0, checkpoint_every=0, device="cpu", head="ann", out="ignored",
-    )  # fmt: skip
-    return run_ablation(base, tmp_path_factory.mktemp("ablation"), heads=("fcn", "apnb"))
+    return run_ablation(tiny_config(tiny_root), tmp_path_factory.mktemp("ablation"), heads=("fcn", "ann"), seeds=(0, 1))
 
 
-def test_run_ablation_trains_every_head_with_one_budget(document: dict) -> None:
-    assert [r["head"] for r in document["heads"]] == ["fcn", "apnb"]
-    assert document["data"] == "synthetic" and document["device"] == "cpu"
-    assert document["config"]["iters"] == 1 and "head" not in document["config"]
-    fcn, apnb = document["heads"]
-    assert fcn["context_block_params"] == 0 < apnb["context_block_params"]
-    assert apnb["params"] - fcn["params"] == apnb["context_block_params"]
-    for record in document["heads"]:
+def test_run_ablation_trains_every_head_for_every_seed(document: dict) -> None:
+    assert [(r["head"], r["seed"]) for r in document["runs"]] == [("fcn", 0), ("ann", 0), ("fcn", 1), ("ann", 1)]
+    assert document["data"] == "synthetic" and document["device"] == "cpu" and document["seeds"] == [0, 1]
+    assert document["config"]["iters"] == 1 and "head" not in document["config"] and "seed" not in document["config"]
+    for record in document["runs"]:
         assert set(record["iou_per_class"]) == set(CLASS_NAMES)
-        assert record["vehicle_iou"] == {name: record["iou_per_class"][name] for name in VEHICLES}
+        assert all(record[f"iou_{name}"] == record["iou_per_class"][name] for name in VEHICLES)
         assert 0.0 <= record["miou"] <= 1.0 and record["inference_ms"] > 0 and record["inference_size"] == [64, 128]
+        assert 0.0 <= record["follow_rate"] <= 1.0 and record["cue"]["scenes"] == 2
 
 
-def test_run_ablation_starts_each_head_fresh(tiny_root: Path, tmp_path: Path) -> None:
-    base = load_config(
-        data_root=str(tiny_root), backbone="small", iters=1, batch_size=2, crop=[64, 128], ohem_min_kept=100,
-        photometric=False, workers=0, val_every=0, checkpoint_every=0, device="cpu",
-    )  # fmt: skip
-    (tmp_path / "fcn").mkdir()
-    (tmp_path / "fcn" / "checkpoint.pt").write_text("stale")  # a previous run's file would make train() refuse
-    document = run_ablation(base, tmp_path, heads=("fcn",))
-    assert document["heads"][0]["head"] == "fcn"
-    assert json.loads((tmp_path / "fcn" / "metrics.json").read_text())["resumed_from"] is None
+def test_context_block_params_count_afnb_and_apnb(document: dict) -> None:
+    fcn, ann = document["runs"][:2]
+    assert fcn["context_block_params"] == 0
+    assert ann["params"] - fcn["params"] == ann["context_block_params"]  # ann = fcn + AFNB + APNB
+
+
+def test_summary_is_mean_and_sd_over_seeds(document: dict) -> None:
+    for head in ("fcn", "ann"):
+        mine = [r for r in document["runs"] if r["head"] == head]
+        for key in SUMMARISED:
+            entry, values = document["summary"][head][key], [r[key] for r in mine if r[key] is not None]
+            assert entry["values"] == values  # absent classes (IoU null) are left out, as in mIoU
+            assert entry["mean"] == (pytest.approx(statistics.fmean(values)) if values else None)
+            assert entry["sd"] == (pytest.approx(statistics.stdev(values)) if len(values) > 1 else None)
+    table = ablation_frame(document)
+    assert list(table.index) == ["fcn", "ann"] and (table["seeds"] == 2).all()
+    assert runs_frame(document).shape[0] == 4
+    assert list(per_class_frame(document).index) == list(CLASS_NAMES)
+    confusion = vehicle_confusion_frame(document, "ann")
+    assert list(confusion.index) == list(VEHICLES) and confusion.sum(axis=1).round(9).eq(1).all()
+
+
+def test_parallel_jobs_train_in_subprocesses(tiny_root: Path, tmp_path: Path) -> None:
+    document = run_ablation(tiny_config(tiny_root), tmp_path, heads=("fcn",), seeds=(0, 1), jobs=2)
+    assert document["machine"]["jobs"] == 2 and len(document["runs"]) == 2
+    assert all((tmp_path / "fcn" / f"seed{s}" / "metrics.json").is_file() for s in (0, 1))
+
+
+def test_run_ablation_starts_each_run_fresh(tiny_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "fcn" / "seed0").mkdir(parents=True)
+    (tmp_path / "fcn" / "seed0" / "checkpoint.pt").write_text("stale")  # would make train() refuse
+    document = run_ablation(tiny_config(tiny_root), tmp_path, heads=("fcn",))
+    assert document["runs"][0]["head"] == "fcn"
+    assert json.loads((tmp_path / "fcn" / "seed0" / "metrics.json").read_text())["resumed_from"] is None
+
+
+def test_run_ablation_rejects_bad_arguments(tiny_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="jobs"):
+        run_ablation(tiny_config(tiny_root), tmp_path, jobs=0)
+    with pytest.raises(ValueError, match="seeds"):
+        run_ablation(tiny_config(tiny_root), tmp_path, seeds=())
 
 
 def test_write_and_latest_ablation_pick_the_newest(document: dict, tmp_path: Path) -> None:
@@ -70,20 +106,10 @@ def test_write_and_latest_ablation_pick_the_newest(document: dict, tmp_path: Pat
     write_ablation(newer, tmp_path)
     path_old = write_ablation(older, tmp_path)
     assert path_old.name == "ablation-synthetic-cpu-20000101T000000Z.json"
+    json.loads(path_old.read_text(), parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     found = latest_ablation(tmp_path)
     assert found is not None and found[1]["created"] == "29990101T000000Z"
     assert latest_ablation(tmp_path / "empty") is None
-
-
-def test_frames(document: dict) -> None:
-    table = ablation_frame(document)
-    assert list(table.index) == ["fcn", "apnb"]
-    row = document["heads"][1]
-    values = [v for v in row["vehicle_iou"].values() if v is not None and not math.isnan(v)]
-    expected = sum(values) / len(values) if values else math.nan
-    assert table.loc["apnb", "vehicle mIoU"] == pytest.approx(expected, nan_ok=True)
-    classes = per_class_frame(document)
-    assert list(classes.index) == list(CLASS_NAMES) and list(classes.columns) == ["fcn", "apnb"]
 
 
 def test_clear_run_deletes_only_run_files(tmp_path: Path) -> None:

@@ -65,12 +65,12 @@ def test_vehicles_follow_the_distant_board(seed):
     vehicles = np.isin(labels, list(VEHICLE_IDS.values()))
     assert vehicles.any()
     assert set(np.unique(labels[vehicles]).tolist()) == {VEHICLE_IDS[scene.cue]}
-    # the board: the last traffic sign drawn; its visible pixels are at least 0.33 W from every vehicle pixel
+    # the board: the last traffic sign drawn; its visible pixels are at least 0.22 W from every vehicle pixel
     board = max(k for k, obj in enumerate(scene.objects, start=1) if obj.label == "traffic sign")
     board_x = np.nonzero((scene.index == board).any(axis=0))[0]
     vehicle_x = np.nonzero(vehicles.any(axis=0))[0]
     gap = min(abs(vehicle_x[:, None] - board_x[None, :]).min(), W)
-    assert gap >= 0.33 * W - 1
+    assert gap >= 0.22 * W - 1
     face = np.median(scene.image[scene.index == board].astype(float), axis=0)  # the board shows the cue colour:
     cosine = {cue: face @ rgb / np.linalg.norm(rgb) for cue, (rgb, _) in CUE_BOARDS.items()}  # nearest in hue
     assert max(cosine, key=cosine.get) == scene.cue
