@@ -4,7 +4,7 @@ one configuration for several seeds, each run scored by mIoU, the vehicle classe
 
 Only the head differs between the runs (:mod:`anncore.model`), so differences in the vehicle classes, which the
 synthetic set decides by a distant cue board (:mod:`anncore.data.synthetic`), are the context blocks'. In the paper's
-terms (Sec. 4.3, Table 1): ``ann - apnb`` is what AFNB adds, ``nl - apnb`` the price of pyramid sampling.
+terms (ablation study, Table 1): ``ann - apnb`` is what AFNB adds, ``nl - apnb`` the price of pyramid sampling.
 
 Runs go one after another in this process (``jobs=1``) or ``jobs`` at a time as ``python -m anncore train``
 subprocesses with ``cpu_count // jobs`` threads each. Inference latency is measured afterwards, one model at a

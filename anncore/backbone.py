@@ -6,14 +6,14 @@
 
 ``resnet50`` / ``resnet101``
     torchvision ResNet with ``replace_stride_with_dilation=[False, True, True]``: layer3 dilation 2, layer4
-    dilation 4, no stride after layer2 (ann-reference §3). Deviation from the official ``deepbase_resnet101_dilated8``:
+    dilation 4, no stride after layer2 (paper Sec. 4). Deviation from the official ``deepbase_resnet101_dilated8``:
     torchvision's 7x7 stem instead of the deep 3x3 stem (64-64-128), so that torchvision/timm ImageNet weights load.
 ``small``
     a few conv-BN-ReLU layers for CPU runs of the whole pipeline on the synthetic set (:class:`SmallBackbone`).
 
 ``pretrained`` (ResNets only): ``None`` (random init, with an :class:`UntrainedBackboneWarning`), ``"imagenet"``
 (torchvision's ``IMAGENET1K_V1`` weights through its weights API, downloaded once into ``$TORCH_HOME``) or the path of
-a local checkpoint with torchvision/timm ResNet keys (ann-reference §9, :func:`load_resnet_checkpoint`).
+a local checkpoint with torchvision/timm ResNet keys (:func:`load_resnet_checkpoint`).
 """
 
 from __future__ import annotations

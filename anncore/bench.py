@@ -1,7 +1,7 @@
 """The two benchmark suites behind ``python -m anncore bench`` (instruments in :mod:`anncore.cost`).
 
 ``paper``
-    The official ``efficiency_statics/totaltime_test.py`` protocol (``ann-reference.md`` §6): the attention branch
+    The official ``efficiency_statics/totaltime_test.py`` protocol (paper abstract): the attention branch
     alone (its ``_SelfAttentionBlock``, here :class:`~anncore.blocks.SelfAttention2d`, without the fusion conv) on
     ``1x2048xHxW`` for 96x96, 128x128 and 128x256; APNB(2048, 2048, 256, 256) against the base-OC non-local block
     with the same channels; fp32, ``eval()``, ``no_grad``; time and memory of an identity block subtracted; memory

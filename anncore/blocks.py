@@ -1,4 +1,4 @@
-"""NonLocal2d, APNB and AFNB as in the official ANN code (MendelXu/ANN) — see ``ann-reference.md`` §1-2.
+"""NonLocal2d, APNB and AFNB as in the official ANN code (MendelXu/ANN) — paper Sec. 3.
 
 All three are one mechanism, :class:`SelfAttention2d` (the official ``_SelfAttentionBlock``), followed by a fusion
 step that concatenates the attention output with the block's input and mixes them with a 1x1 conv:

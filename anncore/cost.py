@@ -2,7 +2,7 @@
 
 The paper's efficiency claim (abstract: at 256x128, APNB is "around 6 times faster than a non-local block on GPU
 while 28 times smaller in GPU running memory") was measured by the official ``efficiency_statics/`` harness
-(``ann-reference.md`` §6). This module holds the measuring instruments; :mod:`anncore.bench` holds the suites.
+(official repository). This module holds the measuring instruments; :mod:`anncore.bench` holds the suites.
 
 How each figure is obtained (one :func:`measure` call, after ``warmup`` plain calls):
 
@@ -88,7 +88,7 @@ def attention_flops(batch: int, n: int, s: int, key_channels: int, value_channel
 
     ``q k^T`` is ``B*N*S*Ck`` MACs and ``sim v`` is ``B*N*S*Cv``: ``2*B*N*S*(Ck+Cv)``. ``S = N`` for the non-local
     block, ``S = 110`` anchors for APNB. At 128x256 (``N = 32768``, ``Ck = Cv = 256``) the non-local core is
-    1.10 TFLOP, APNB's 3.7 GFLOP (``ann-reference.md`` §6-7).
+    1.10 TFLOP, APNB's 3.7 GFLOP (counted by ``FlopCounterMode``).
     """
     _check_positive(batch=batch, n=n, s=s, key_channels=key_channels, value_channels=value_channels)
     return 2 * batch * n * s * (key_channels + value_channels)

@@ -1,4 +1,4 @@
-"""Inference and evaluation: whole image, sliding window, multi-scale + flip (ann-reference §4, "validation" and
+"""Inference and evaluation: whole image, sliding window, multi-scale + flip (paper Sec. 4, "validation" and
 "test server" rows), the confusion-matrix metrics, and Cityscapes-format prediction files.
 
 Every inference mode reduces to one mechanism: :func:`predict_probs` averages softmax probabilities over a set of
@@ -9,7 +9,6 @@ setting is scales 0.75/1.0/1.25 + flip with 864 windows at stride 576 (:data:`PR
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, train_id_to_label_id
+from anncore.jsonfile import write_json
 from anncore.metrics import ConfusionMatrix
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
@@ -184,7 +184,6 @@ def evaluate(
 
 def write_metrics(result: EvaluationResult, out_dir: Path, extra: dict | None = None) -> Path:
     """``OUT/metrics.json``: mIoU, per-class IoU, pixel accuracy, the inference config and the confusion matrix."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         **result.metrics,
         "class_names": list(CLASS_NAMES),
@@ -193,11 +192,7 @@ def write_metrics(result: EvaluationResult, out_dir: Path, extra: dict | None = 
         "confusion": result.confusion.tolist(),
         **(extra or {}),
     }
-    path = out_dir / "metrics.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    tmp.replace(path)
-    return path
+    return write_json(payload, out_dir / "metrics.json")
 
 
 def inference_config(
@@ -220,6 +215,25 @@ def inference_config(
     )
 
 
+def evaluation_data_root(checkpoint: str | Path, data_root: str | Path | None = None) -> Path:
+    """Where to evaluate ``checkpoint``: ``data_root`` when given, else ``$CITYSCAPES_DATASET`` when set, else the
+    synthetic set the checkpoint was trained on (its recorded config, e.g. the course model's 128x256 set)."""
+    import os
+
+    from anncore.checkpoint import load_checkpoint
+    from anncore.data.synthetic import resolve_data_root
+    from anncore.model import resolve_checkpoint
+    from anncore.train import SYNTHETIC, data_root_of, load_config
+
+    if data_root or os.environ.get("CITYSCAPES_DATASET"):
+        return resolve_data_root(data_root)
+    trained = load_checkpoint(resolve_checkpoint(checkpoint)).get("config", {})
+    if trained.get("data_root") == SYNTHETIC:
+        known = {k: v for k, v in trained.items() if k in ("data_root", "synthetic_size", "synthetic_scenes")}
+        return data_root_of(load_config(**known))
+    return resolve_data_root(None)
+
+
 def run_evaluation(
     checkpoint: Path,
     data_root: str | Path | None,
@@ -233,13 +247,12 @@ def run_evaluation(
     """``python -m anncore evaluate``: load a training checkpoint, evaluate a split, write ``OUT/metrics.json`` and
     (with ``save_predictions``) ``OUT/predictions/{city}_{seq}_{frame}_pred.png`` plus colour overlays."""
     from anncore.data import CityscapesSegmentation, val_transforms
-    from anncore.data.synthetic import resolve_data_root
     from anncore.env import pick_device
     from anncore.model import load_model
 
     dev = pick_device(device)
     model = load_model(checkpoint, map_location=dev)
-    data_root = resolve_data_root(data_root)
+    data_root = evaluation_data_root(checkpoint, data_root)
     dataset = CityscapesSegmentation(data_root, split=split, transforms=val_transforms())
     predictions = out_dir / "predictions" if save_predictions else None
     result = evaluate(model, dataset, config, dev, predictions, limit)

@@ -1,4 +1,4 @@
-"""Segmentation losses of the official recipe (ann-reference §4; torchcv ``FSAuxOhemCELoss``).
+"""Segmentation losses of the official recipe (paper Sec. 4; the official torchcv ``FSAuxOhemCELoss``).
 
 ``loss = OHEM-CE(out) + 0.4 * CE(aux)``, optionally class-weighted (the official Cityscapes config uses
 :data:`CITYSCAPES_CLASS_WEIGHTS`), with ignore index 255. Both are computed in float32 on logits upsampled to the

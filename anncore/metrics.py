@@ -1,4 +1,4 @@
-"""Segmentation metrics from a confusion matrix, as Cityscapes scores them (ann-reference §8).
+"""Segmentation metrics from a confusion matrix, as Cityscapes scores them (cityscapesscripts' evaluator).
 
 ``IoU_c = TP / (TP + FP + FN)`` per class over the non-ignored pixels; mIoU is the mean over the classes present in
 the ground truth or the prediction (a class absent from both has no IoU, ``nan``, and is left out, as

@@ -1,4 +1,4 @@
-"""The ANN network (official ``asymmetric_non_local_network``, ann-reference §3) and the baselines it is compared to.
+"""The ANN network (paper Fig. 3; official ``asymmetric_non_local_network``) and the baselines it is compared to.
 
 One backbone, four heads, so that the context blocks are the only difference between them:
 

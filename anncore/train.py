@@ -1,6 +1,6 @@
 """Training: ``python -m anncore train [--config FILE] [flags]``, one process or ``torchrun`` with DDP.
 
-The official recipe (ann-reference §4; MendelXu/ANN ``hypes/seg/cityscapes/fs_annn_cityscapes_seg.json`` and
+The official recipe (paper Sec. 4; MendelXu/ANN ``hypes/seg/cityscapes/fs_annn_cityscapes_seg.json`` and
 ``run_fs_annn_cityscapes_seg.sh``) is the default of :class:`TrainConfig`: SGD lr 0.01, momentum 0.9, weight decay
 5e-4 on every parameter, poly decay ``lr * (1 - it / iters) ** 0.9`` per iteration, batch 8, 769x769 crops, 60k
 iterations, OHEM cross-entropy (0.7, 100000) on the main output + 0.4 x cross-entropy on the auxiliary output,
@@ -106,6 +106,7 @@ class TrainConfig:
     momentum: float = _opt(0.9, "SGD momentum (official 0.9)")
     weight_decay: float = _opt(5e-4, "weight decay (L2) on every parameter (official 5e-4)")
     poly_power: float = _opt(0.9, "poly decay power, per iteration (official 0.9)")
+    warmup_iters: int = _opt(0, "linear learning-rate warm-up over the first N iterations (official 0: none)")
     aux_weight: float = _opt(0.4, "auxiliary loss weight; 0 builds no auxiliary head (official 0.4)")
     ohem: bool = _opt(True, "OHEM cross-entropy on the main output (official)")
     ohem_thresh: float = _opt(0.7, "OHEM probability threshold (official 0.7)")
@@ -139,6 +140,7 @@ class TrainConfig:
             "workers",
             "val_every",
             "checkpoint_every",
+            "warmup_iters",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -386,9 +388,10 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def _poly(iters: int, power: float):
-    """Official ``lambda_poly``: ``(1 - it / iters) ** power`` at iteration ``it`` (0-based)."""
-    return lambda it: (1.0 - it / iters) ** power
+def _poly(iters: int, power: float, warmup: int = 0):
+    """Official ``lambda_poly``: ``(1 - it / iters) ** power`` at iteration ``it`` (0-based), times
+    ``(it + 1) / warmup`` during a linear warm-up of ``warmup`` iterations (none officially)."""
+    return lambda it: min(1.0, (it + 1) / warmup if warmup else 1.0) * (1.0 - it / iters) ** power
 
 
 class _Log:
@@ -519,7 +522,9 @@ class _Run:
             config.aux_weight, config.ohem, config.ohem_thresh, config.ohem_min_kept, config.class_weights, IGNORE_INDEX
         ).to(device)
         self.optimizer = build_optimizer(self.model, config)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _poly(config.iters, config.poly_power))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _poly(config.iters, config.poly_power, config.warmup_iters)
+        )
         self.autocast_dtype = amp_dtype(config.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype is torch.float16)
         self.progress: dict[str, Any] = {"best_miou": math.nan, "best_iter": 0, "last_val": None, "wall_time_s": 0.0}

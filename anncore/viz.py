@@ -82,7 +82,7 @@ def _opacity(weights: np.ndarray, peak: float, alpha: float) -> np.ndarray | flo
 def with_visible_attention(block: nn.Module, seed: int = 0) -> nn.Module:
     """Put a fresh ``NonLocal2d``/``APNB``/``AFNB`` in eval mode with random ``W`` and BN statistics, in place.
 
-    A fresh block's output conv ``W`` is zero (official init, ann-reference §1), so its attention contributes
+    A fresh block's output conv ``W`` is zero (official ``_SelfAttentionBlock`` init), so its attention contributes
     nothing and any attention, right or wrong, gives the same output; its BN running statistics are 0 and 1, so BN is
     nearly the identity. Checks of a from-scratch block against the library, and pictures of a block's output, need
     both to be non-trivial: ``W`` gets ``N(0, 0.5^2)`` entries, running means ``U(-0.5, 0.5)``, running variances
@@ -511,7 +511,7 @@ def pixel_attention(weights: torch.Tensor, key_size: tuple[int, int], pool_sizes
 
     A non-local row (``pool_sizes=None``, ``S = h w``) is reshaped; APNB/AFNB anchor weights become the weights of
     the non-local block they equal, ``w_p = sum_j a_j / |cell_j|`` (:func:`anncore.pyramid.effective_attention`,
-    ann-reference §1).
+    paper Sec. 3.3).
     """
     h, w = key_size
     maps = weights if pool_sizes is None else effective_attention(weights, h, w, pool_sizes)

@@ -17,6 +17,7 @@ from anncore.data.synthetic import (
     CUE_BOARDS,
     MANIFEST,
     ensure_synthetic,
+    frame_scene,
     make_scene,
     render_scene,
     resolve_data_root,
@@ -187,3 +188,14 @@ def test_cli_synth(tmp_path, capsys):
     assert main([*argv, "--seed", "5"]) == 0
     assert "2 train + 1 val" in capsys.readouterr().out
     assert len(find_samples(out, "train")) == 2 and len(find_samples(out, "val")) == 1
+
+
+def test_frame_scene_renders_the_written_frame(root):
+    for image_path, label_path in find_samples(root, "val"):
+        stem = image_path.name.removesuffix("_leftImg8bit.png")
+        scene = frame_scene(stem, "val", H, W)
+        assert np.array_equal(np.asarray(Image.open(image_path)), scene.image)
+        board = scene.board_mask()
+        assert board.any() and (scene.label_ids()[board] == 20).all()  # label id 20: traffic sign
+    with pytest.raises(ValueError, match="not a frame"):
+        frame_scene("nowhere_000000_000019", "val", H, W)

@@ -19,7 +19,7 @@ def conv(cin, cout, k=1):
 
 @pytest.mark.filterwarnings("ignore::anncore.backbone.UntrainedBackboneWarning")
 def test_ann_head_on_resnet101_has_the_official_20_3m_parameters():
-    """ann-reference §3: head without aux ≈ 20.3 M on ResNet-101 (K = 19); by hand from §2-3."""
+    """The official head without aux ≈ 20.3 M on ResNet-101 (K = 19), counted by hand from the official layers."""
     with torch.device("meta"):
         model = ANN(19, "resnet101", "ann")
     bn = 2  # weight and bias per channel

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from anncore.checkpoint import load_checkpoint, seeded
-from anncore.data.synthetic import write_synthetic_cityscapes
+from anncore.data.synthetic import synthetic_root, write_synthetic_cityscapes
 from anncore.losses import CITYSCAPES_CLASS_WEIGHTS, SegmentationLoss
 from anncore.model import ANN, load_model
 from anncore.train import (
@@ -26,8 +26,11 @@ from anncore.train import (
     ResumableBatchSampler,
     SeededSamples,
     TrainConfig,
+    _poly,
     amp_dtype,
+    build_optimizer,
     build_parser,
+    data_root_of,
     load_config,
     sync_batchnorm,
     train,
@@ -77,8 +80,31 @@ def test_defaults_are_the_official_recipe_and_the_params_files_load():
     assert (c.iters, c.batch_size, c.crop, c.backbone, c.head) == (60_000, 8, (769, 769), "resnet101", "ann")
     r101 = load_config(REPO / "params" / "cityscapes_r101.yaml")
     assert r101.class_weights == list(CITYSCAPES_CLASS_WEIGHTS) and r101.pretrained == "imagenet"
-    for path in sorted((REPO / "params").glob("train_*.yaml")):
-        assert load_config(path).backbone == "small", path
+    course = load_config(REPO / "params" / "course_model.yaml")  # the synthetic CPU recipe (its header says why)
+    assert (course.backbone, course.optimizer, course.scale_range, course.data_root) == (
+        "small",
+        "adam",
+        (1.0, 1.0),
+        "synthetic",
+    )
+    assert (c.optimizer, c.scale_range, c.warmup_iters) == ("sgd", (0.5, 2.0), 0)  # official
+
+
+def test_recipe_options_optimiser_warmup_scale_and_synthetic_set():
+    model = nn.Conv2d(1, 1, 1)
+    assert isinstance(build_optimizer(model, TrainConfig()), torch.optim.SGD)
+    adam = build_optimizer(model, TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0))
+    assert isinstance(adam, torch.optim.Adam) and adam.defaults["lr"] == 1e-3
+    schedule = _poly(10, 1.0, warmup=4)
+    assert [schedule(i) for i in (0, 1, 3, 4)] == pytest.approx([0.25 * 1.0, 0.5 * 0.9, 1.0 * 0.7, 0.6])
+    assert _poly(10, 0.9)(0) == 1.0  # no warm-up: the official poly from the first iteration
+    with pytest.raises(ConfigError, match="scale_range"):
+        TrainConfig(scale_range=[2.0, 1.0])
+    with pytest.raises(ConfigError, match="optimizer must be one of"):
+        TrainConfig(optimizer="lamb")
+    small = TrainConfig(data_root="synthetic", synthetic_size=[32, 64], synthetic_scenes=[2, 1])
+    assert data_root_of(small) == synthetic_root(train=2, val=1, height=32, width=64)
+    assert data_root_of(TrainConfig(data_root="some/where")) == Path("some/where")
 
 
 def test_yaml_then_flags_and_errors_naming_the_key(tmp_path):
