@@ -43,6 +43,14 @@ def check_feature(x: torch.Tensor, name: str, channels: int) -> None:
         raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
 
 
+def check_channels(**channels: int) -> None:
+    """Raise a ``ValueError`` naming the first argument that is not a positive int (a block with 0 channels would
+    build, then fail deep inside a convolution)."""
+    for name, value in channels.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 def _tokens(x: torch.Tensor) -> torch.Tensor:
     """``(B, C, H, W)`` -> ``(B, H*W, C)`` (free for channels_last inputs; the SDPA path makes it contiguous)."""
     return x.flatten(2).transpose(1, 2)
@@ -80,6 +88,10 @@ class SelfAttention2d(nn.Module):
         path: AttentionPath = "auto",
     ) -> None:
         super().__init__()
+        check_channels(
+            low_in_channels=low_in_channels, high_in_channels=high_in_channels, key_channels=key_channels,
+            value_channels=value_channels, out_channels=out_channels,
+        )  # fmt: skip
         self.low_in_channels = low_in_channels
         self.high_in_channels = low_in_channels if share_query_key else high_in_channels
         self.pool_sizes = None if pool_sizes is None else check_pool_sizes(pool_sizes)
@@ -155,6 +167,9 @@ class _SelfFusedBlock(_FusedAttentionBlock):
         path: AttentionPath,
     ) -> None:
         super().__init__()
+        check_channels(
+            in_channels=in_channels, out_channels=out_channels, key_channels=key_channels, value_channels=value_channels
+        )
         self.in_channels = in_channels
         self.attention = SelfAttention2d(
             in_channels, in_channels, key_channels, value_channels, out_channels, pool_sizes, True, path
@@ -236,6 +251,10 @@ class AFNB(_FusedAttentionBlock):
         path: AttentionPath = "auto",
     ) -> None:
         super().__init__()
+        check_channels(
+            low_in_channels=low_in_channels, high_in_channels=high_in_channels, out_channels=out_channels,
+            key_channels=key_channels, value_channels=value_channels,
+        )  # fmt: skip
         self.low_in_channels = low_in_channels
         self.high_in_channels = high_in_channels
         self.attention = SelfAttention2d(

@@ -26,6 +26,7 @@ never a torn one.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,10 +55,38 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file: {reason})"
+        ) from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an anncore training checkpoint (format {CHECKPOINT_FORMAT})")
     return state
+
+
+def non_finite(tensors: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``tensors`` (a ``state_dict``, nested dicts and lists allowed) that hold
+    a NaN or an infinity."""
+    bad: list[str] = []
+    for name, value in tensors.items():
+        if isinstance(value, dict):
+            bad += [f"{name}.{inner}" for inner in non_finite(value)]
+        elif isinstance(value, list | tuple):
+            bad += [f"{name}.{inner}" for inner in non_finite(dict(enumerate(value)))]
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            bad.append(str(name))
+    return bad
+
+
+def check_finite(tensors: dict[str, Any], context: str) -> None:
+    """Raise ``ValueError`` naming (up to five of) the tensors of ``tensors`` that hold NaN or infinity."""
+    bad = non_finite(tensors)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(f"{context}: non-finite values in {', '.join(bad[:5])}{more}")
 
 
 #: What :func:`export_model` keeps of a training checkpoint: enough to rebuild, evaluate and describe the model.
@@ -69,9 +98,7 @@ def export_model(checkpoint: str | Path, out: str | Path) -> Path:
     under Adam), to ``out``; :func:`anncore.model.load_model` reads it like the full checkpoint. Refuses a model with
     non-finite weights or BatchNorm statistics."""
     state = load_checkpoint(checkpoint)
-    bad = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"{checkpoint}: non-finite values in {bad[:5]}; not exporting a poisoned model")
+    check_finite(state["model"], f"{checkpoint}: not exporting a poisoned model")
     save_checkpoint({key: state[key] for key in MODEL_KEYS if key in state}, out)
     return Path(out)
 

@@ -66,7 +66,10 @@ def load_parameters(path: Path, notebook: Path) -> dict:
     naming the parameter, the file and what was expected."""
     if not path.exists():
         return {}
-    params = yaml.safe_load(path.read_text()) or {}
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({getattr(err, 'problem', None) or err})") from err
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a YAML mapping of parameter names to values, got {type(params).__name__}")
     declared = declared_parameters(notebook)
@@ -110,6 +113,8 @@ def run_course(
             f"no notebooks named NN_slug.ipynb under {notebooks_dir.resolve()}"
             + (f" starting with {' or '.join(only)}" if only else "")
         )
+    if not in_place and not params_dir.is_dir():
+        raise FileNotFoundError(f"--params {params_dir}: no such folder of NN_slug.yaml parameter files")
     # check every parameter file before running anything, so a typo fails at once, not after an hour of training
     params = {nb: {} if in_place else load_parameters(params_dir / f"{nb.stem}.yaml", nb) for nb in notebooks}
     out_dir = notebooks_dir if in_place else out_root / datetime.now().strftime("%Y%m%d-%H%M%S")

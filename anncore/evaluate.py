@@ -167,6 +167,13 @@ def evaluate(
 ) -> EvaluationResult:
     """Run ``model`` over ``dataset`` (items ``(image, mask)`` as :class:`anncore.data.CityscapesSegmentation`
     gives with validation transforms), accumulate the 19-class confusion matrix, optionally save predictions."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a number of images >= 1 (or None for all), got {limit}")
+    classes = getattr(model, "config", {}).get("num_classes", NUM_CLASSES)
+    if classes != NUM_CLASSES:
+        raise ValueError(
+            f"the model predicts {classes} classes, but evaluation scores Cityscapes' {NUM_CLASSES} train ids"
+        )
     model.eval()
     device = torch.device(device)
     logits = model_logits(model)

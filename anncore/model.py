@@ -32,7 +32,7 @@ from torch import nn
 from anncore.attention import AttentionPath, check_path
 from anncore.backbone import BACKBONES, UntrainedBackboneWarning, build_backbone
 from anncore.blocks import AFNB, APNB, NonLocal2d
-from anncore.checkpoint import load_checkpoint
+from anncore.checkpoint import check_finite, load_checkpoint
 
 HEADS: tuple[str, ...] = ("ann", "fcn", "nl", "apnb")
 DROPOUT = 0.05  # official: every Dropout2d in the head and the auxiliary head
@@ -196,7 +196,9 @@ def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu")
     training code: the checkpoint's ``model_config`` gives the architecture and ``model`` the weights. The backbone
     is built without pretrained weights, since the checkpoint replaces them.
     """
-    state = load_checkpoint(resolve_checkpoint(checkpoint), map_location)
+    path = resolve_checkpoint(checkpoint)
+    state = load_checkpoint(path, map_location)
+    check_finite(state["model"], f"{path} holds a poisoned model (a diverged run?)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedBackboneWarning)
         model = ANN(**state["model_config"], pretrained=None)

@@ -60,7 +60,14 @@ from tqdm.auto import tqdm
 
 from anncore.attention import ATTENTION_PATHS
 from anncore.backbone import BACKBONES
-from anncore.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint, seeded
+from anncore.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    non_finite,
+    restore_rng_state,
+    save_checkpoint,
+    seeded,
+)
 from anncore.env import pick_device
 from anncore.jsonfile import json_safe, write_json
 from anncore.losses import SegmentationLoss
@@ -151,6 +158,8 @@ class TrainConfig:
         for name in ("crop", "synthetic_size", "synthetic_scenes"):
             if min(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be two positive sizes, got {getattr(self, name)}")
+        if self.class_weights is not None and not all(w > 0 for w in self.class_weights):
+            raise ConfigError(f"class_weights must all be > 0, got {self.class_weights}")
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ConfigError(f"scale_range must be LOW HIGH with 0 < LOW <= HIGH, got {self.scale_range}")
         if not 0.0 < self.ohem_thresh <= 1.0 or self.ohem_min_kept < 1:
@@ -209,7 +218,14 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     """
     values: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text())
+        if not Path(path).is_file():
+            raise ConfigError(f"--config {path}: no such file (expected a YAML mapping of TrainConfig fields)")
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" at line {where.line + 1}" if where is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{line} ({getattr(err, 'problem', None) or err})") from err
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a YAML mapping of TrainConfig fields, got {type(loaded).__name__}")
         values.update(loaded)
@@ -471,15 +487,27 @@ def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
         raise FileExistsError(f"{path} exists: pass --resume to continue that run, or choose another --out")
     state = load_checkpoint(path)
     saved = state["config"]
-    may_change = {"resume", "workers", "data_root", "out", "device", "log_every"}
-    differing = sorted(k for k, v in asdict(config).items() if k not in may_change and saved.get(k) != _plain(v))
+    changed = sorted(k for k, v in asdict(config).items() if saved.get(k, _plain(v)) != _plain(v))
+    differing = [k for k in changed if k not in RESUME_MAY_CHANGE]
     if differing:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in differing)
         raise ConfigError(
             f"--resume with a different configuration than {path} was trained with ({changes}); "
-            "resume with the same settings, or start a new run in another --out"
+            f"resume may change only {', '.join(sorted(RESUME_MAY_CHANGE))}; start a new run in another --out "
+            "for anything else"
         )
+    if changed and config.resume:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed if k != "resume")
+        if changes:
+            print(f"--resume with changed settings ({changes})", file=sys.stderr)
     return state
+
+
+#: Settings a resumed run may change: they do not change what the experiment is (its data, model, losses, seed).
+RESUME_MAY_CHANGE = frozenset(
+    {"resume", "workers", "data_root", "out", "device", "log_every", "val_every", "checkpoint_every", "lr", "iters",
+     "amp"}
+)  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
@@ -551,6 +579,10 @@ class _Run:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.progress, self.start = state["progress"], state["iteration"]
+        # lr and iters may change on resume: the schedule continues from here with the new values
+        self.scheduler.base_lrs = [self.config.lr for _ in self.optimizer.param_groups]
+        for group, schedule in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas, strict=True):
+            group["initial_lr"], group["lr"] = self.config.lr, self.config.lr * schedule(self.scheduler.last_epoch)
         rng = state["rng"]
         if len(rng) != self.ctx.world_size:
             warnings.warn(
@@ -598,7 +630,7 @@ class _Run:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        lr = self.scheduler.get_last_lr()[0]
+        lr = self.optimizer.param_groups[0]["lr"]  # the lr this step used
         self.scheduler.step()
         return {"loss": total, "loss_main": main, "loss_aux": aux, "lr": lr}
 
@@ -608,7 +640,7 @@ class _Run:
         else:
             kept = (
                 f"the last good checkpoint {self.checkpoint_path} (iteration {self.last_saved}) is kept; fix the "
-                "cause (lower --lr, no --amp, check the data) and continue with --resume"
+                "cause and continue with --resume (it may change --lr, --iters and --amp), e.g. --resume --lr 0.001"
             )
         return (
             f"non-finite loss ({loss}) at iteration {done} of {self.config.iters}: training stopped before updating "
@@ -634,6 +666,15 @@ class _Run:
     def save(self, done: int) -> None:
         """Checkpoint after ``done`` iterations (collective: every process hands its RNG state to rank 0)."""
         rng = self.ctx.all_gather(capture_rng_state())
+        poisoned = non_finite({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()["state"]})
+        if poisoned:
+            kept = "no checkpoint was written yet" if self.last_saved is None else (
+                f"{self.checkpoint_path} (iteration {self.last_saved}) is kept"
+            )  # fmt: skip
+            raise NonFiniteLossError(
+                f"non-finite values in {', '.join(poisoned[:5])} at iteration {done} (the run diverged): not writing "
+                f"a poisoned checkpoint; {kept}; continue with --resume and a lower --lr"
+            )
         if self.ctx.main:
             self.progress["wall_time_s"] = self.wall_before + time.perf_counter() - self.started
             state = {

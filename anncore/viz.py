@@ -254,8 +254,8 @@ def plot_anchor_weights(
     fig = Figure(figsize=(2.6 * len(sizes), 2.8), layout="constrained")
     axes = fig.subplots(1, len(sizes), squeeze=False)[0]
     for ax, s, grid in zip(axes, sizes, grids, strict=True):
-        title = f"{s}x{s}: {grid.sum():.1%} of the weight"
-        draw_anchor_grid(ax, grid, title, ATTENTION_CMAP, vmin=0.0, vmax=peak, fmt="{:.1%}")
+        level = f"{s}x{s}: {grid.sum():.1%} of the weight"
+        draw_anchor_grid(ax, grid, level, ATTENTION_CMAP, vmin=0.0, vmax=peak, fmt="{:.1%}")
     fig.suptitle(title)
     return fig
 

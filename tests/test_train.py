@@ -247,8 +247,8 @@ def test_outputs_of_a_run(tmp_path, data_root):
     assert finished == saved  # resuming a finished run trains nothing and keeps its measured metrics
     with pytest.raises(FileExistsError, match="pass --resume"):
         train(load_config(None, data_root=str(data_root), out=str(out), iters=4, **TINY))
-    with pytest.raises(ConfigError, match=r"different configuration .*lr: 0\.01 -> 0\.02"):
-        train(load_config(None, data_root=str(data_root), out=str(out), iters=4, lr=0.02, resume=True, **TINY))
+    with pytest.raises(ConfigError, match=r"different configuration .*momentum: 0\.9 -> 0\.8"):
+        train(load_config(None, data_root=str(data_root), out=str(out), iters=4, momentum=0.8, resume=True, **TINY))
 
 
 def test_non_finite_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(tmp_path, data_root, monkeypatch):
@@ -288,3 +288,14 @@ def test_ddp_with_gloo_on_two_cpu_processes(tmp_path, data_root):
     checkpoint = load_checkpoint(out / "checkpoint.pt")
     assert checkpoint["iteration"] == 3 and len(checkpoint["rng"]) == 2  # every rank's RNG state
     assert not any(k.startswith("module.") for k in checkpoint["model"])
+
+
+def test_resume_may_change_lr_and_iters_and_the_schedule_follows(tmp_path, data_root, capsys):
+    out = tmp_path / "run"
+    train(load_config(None, data_root=str(data_root), out=str(out), iters=4, **TINY))
+    train(load_config(None, data_root=str(data_root), out=str(out), iters=6, lr=0.02, resume=True, **TINY))
+    assert "--resume with changed settings (iters: 4 -> 6, lr: 0.01 -> 0.02" in capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    lrs = {r["iter"]: r["lr"] for r in records if r["kind"] == "train"}
+    assert lrs[4] == pytest.approx(0.01 * (1 - 3 / 4) ** 0.9)  # before: the old schedule
+    assert [lrs[5], lrs[6]] == pytest.approx([0.02 * (1 - 4 / 6) ** 0.9, 0.02 * (1 - 5 / 6) ** 0.9])  # the new one

@@ -112,7 +112,8 @@ def test_anchor_weights_titles_give_level_shares():
     weights = np.zeros(110)
     weights[0] = 0.5
     weights[10:46] = 0.5 / 36
-    fig = plot_anchor_weights(weights)
+    fig = plot_anchor_weights(weights, title="the query's anchors")
+    assert fig._suptitle.get_text() == "the query's anchors"  # not the last level's title
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["1x1: 50.0% of the weight", "3x3: 0.0% of the weight", "6x6: 50.0% of the weight",
                       "8x8: 0.0% of the weight"]  # fmt: skip

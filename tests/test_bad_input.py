@@ -1,0 +1,114 @@
+"""Bad input, table-driven: each case is a command (or a call) a user might get wrong, the exit status it must end
+with, and a fragment of the one-line message it must print instead of a traceback. Plus the NaN-safety promise: a
+diverged run never leaves a checkpoint with a non-finite value behind."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from anncore import AFNB, APNB, NonLocal2d
+from anncore.__main__ import main
+from anncore.checkpoint import load_checkpoint, non_finite, save_checkpoint
+from anncore.train import NonFiniteLossError, load_config, train
+
+RECIPE = (
+    "data_root: synthetic\nsynthetic_size: [64, 128]\nsynthetic_scenes: [4, 2]\nbackbone: small\niters: 1\n"
+    "batch_size: 2\ncrop: [64, 128]\nohem_min_kept: 100\nphotometric: false\nworkers: 0\ndevice: cpu\n"
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A good recipe and checkpoint, and the broken files users hand in."""
+    root = tmp_path_factory.mktemp("bad")
+    (root / "recipe.yaml").write_text(RECIPE)
+    train(load_config(root / "recipe.yaml", out=str(root / "run")))
+    good = root / "run" / "checkpoint.pt"
+    (root / "broken.yaml").write_text("iters: 5\ncrop: [64, 128\n")
+    (root / "text.pt").write_text("not a checkpoint\n")
+    (root / "truncated.pt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    state = load_checkpoint(good)
+    poisoned = {k: v for k, v in state.items() if k != "format"}
+    next(v for k, v in poisoned["model"].items() if k.endswith("running_var")).fill_(float("nan"))
+    save_checkpoint(poisoned, root / "poisoned.pt")
+    state = load_checkpoint(good)  # afresh: the poisoned copy shares tensors with the first
+    five = {k: v for k, v in state.items() if k != "format"}
+    five["model_config"] = {**state["model_config"], "num_classes": 5}
+    five["model"] = {k: (v[:5] if v.shape[:1] == (19,) else v) for k, v in state["model"].items()}
+    save_checkpoint(five, root / "five_classes.pt")
+    stale = root / "stale_run"
+    stale.mkdir()
+    shutil.copyfile(root / "truncated.pt", stale / "checkpoint.pt")
+    return {"root": root, "good": good}
+
+
+CLI_CASES = [
+    ("yaml syntax", ["train", "--config", "{root}/broken.yaml"], "broken.yaml: not valid YAML at line"),
+    ("config is a folder", ["train", "--config", "{root}"], "no such file"),
+    ("negative class weight", ["train", "--config", "{root}/recipe.yaml", "--class-weights", *["1"] * 18, "-1"],
+     "class_weights must all be > 0"),
+    ("text as checkpoint", ["evaluate", "--checkpoint", "{root}/text.pt", "--out", "{root}/e"],
+     "text.pt is not a readable checkpoint"),
+    ("truncated checkpoint", ["evaluate", "--checkpoint", "{root}/truncated.pt", "--out", "{root}/e"],
+     "truncated.pt is not a readable"),
+    ("corrupt resume", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/stale_run", "--resume"],
+     "is not a readable checkpoint"),
+    ("limit 0", ["evaluate", "--checkpoint", "{good}", "--out", "{root}/e", "--limit", "0"],
+     "limit must be a number of images >= 1"),
+    ("limit -1", ["evaluate", "--checkpoint", "{good}", "--out", "{root}/e", "--limit", "-1"], "got -1"),
+    ("5-class model on 19 classes", ["evaluate", "--checkpoint", "{root}/five_classes.pt", "--out", "{root}/e"],
+     "predicts 5 classes"),
+    ("poisoned model, evaluate", ["evaluate", "--checkpoint", "{root}/poisoned.pt", "--out", "{root}/e"],
+     "non-finite values in"),
+    ("poisoned model, cue", ["cue", "--checkpoint", "{root}/poisoned.pt"], "holds a poisoned model"),
+    ("params folder missing", ["course", "--params", "{root}/nowhere"], "no such folder"),
+    ("unknown ablation head", ["ablate", "--config", "{root}/recipe.yaml", "--heads", "psp", "--out", "{root}/a"],
+     "head must be one of"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "message"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_input_is_one_line(files, argv, message, capsys):
+    argv = [a.format(root=files["root"], good=files["good"]) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: APNB(0, 8), "in_channels must be a positive int, got 0"),
+        (lambda: NonLocal2d(8, 8, key_channels=0), "key_channels must be a positive int"),
+        (lambda: AFNB(8, 16, 16, value_channels=-2), "value_channels must be a positive int, got -2"),
+    ],
+)
+def test_blocks_refuse_empty_channels(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_a_diverged_run_leaves_no_poisoned_checkpoint(files, tmp_path, capsys):
+    config = load_config(
+        files["root"] / "recipe.yaml", out=str(tmp_path / "run"), iters=20, lr=1e6, momentum=0.0, checkpoint_every=1
+    )
+    with pytest.raises(NonFiniteLossError, match="iteration") as caught:
+        train(config)
+    assert "--resume" in str(caught.value)
+    kept = tmp_path / "run" / "checkpoint.pt"
+    if kept.exists():  # the last good one: finite everywhere
+        state = load_checkpoint(kept)
+        assert non_finite({"model": state["model"], "optimizer": state["optimizer"]["state"]}) == []
+        resumed = load_config(files["root"] / "recipe.yaml", out=str(tmp_path / "run"), iters=20, lr=1e-3,
+                              momentum=0.0, checkpoint_every=1, resume=True)  # fmt: skip
+        try:  # the advice can be followed: --resume accepts the lower --lr (whether these weights recover is theirs)
+            train(resumed)
+        except NonFiniteLossError:
+            pass
+        assert "lr: 1000000.0 -> 0.001" in capsys.readouterr().err
+        state = load_checkpoint(kept)
+        assert non_finite({"model": state["model"], "optimizer": state["optimizer"]["state"]}) == []
