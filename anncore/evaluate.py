@@ -126,15 +126,21 @@ def predict_probs(logits: Logits, image: torch.Tensor, config: InferenceConfig =
     return total / (len(config.scales) * (2 if config.flip else 1))
 
 
-def save_prediction(pred: np.ndarray, image_id: str, out_dir: Path, image: np.ndarray | None = None) -> Path:
-    """Write ``{image_id}_pred.png`` in Cityscapes **label-id** space (what the official evaluation and the benchmark
-    server read) and, with the RGB ``image``, a colour overlay ``{image_id}_overlay.png``."""
+def save_prediction(
+    pred: np.ndarray, image_id: str, out_dir: Path, image: np.ndarray | None = None, overlay_dir: Path | None = None
+) -> Path:
+    """Write ``out_dir/{image_id}_pred.png`` in Cityscapes **label-id** space (what the official evaluation and the
+    benchmark server read) and, with the RGB ``image``, a colour overlay ``overlay_dir/{image_id}_overlay.png``.
+    The overlays go to their own folder (default: ``overlays`` beside ``out_dir``): cityscapesscripts' evaluator
+    takes every ``{image_id}*.png`` in the predictions folder for a prediction and refuses two per image."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{image_id}_pred.png"
     Image.fromarray(train_id_to_label_id(pred).astype(np.uint8)).save(path)
     if image is not None:
+        overlays = overlay_dir or out_dir.with_name("overlays")
+        overlays.mkdir(parents=True, exist_ok=True)
         overlay = (0.5 * image.astype(np.float32) + 0.5 * colorize(pred).astype(np.float32)).astype(np.uint8)
-        Image.fromarray(overlay).save(out_dir / f"{image_id}_overlay.png")
+        Image.fromarray(overlay).save(overlays / f"{image_id}_overlay.png")
     return path
 
 

@@ -66,7 +66,7 @@ def test_gradcheck_float64(cls, path):
 @pytest.mark.parametrize("cls", [APNB, AFNB])
 @pytest.mark.parametrize("h,w", SHAPES)
 def test_pyramid_block_is_a_non_local_block_with_effective_weights(cls, h, w):
-    """Paper Sec. 3 (pyramid sampling is linear): APNB/AFNB == non-local attention over pixels with w_p = sum_j a_j / |cell_j|."""
+    """Paper Sec. 3 (pooling is linear): APNB/AFNB == non-local attention with w_p = sum_j a_j / |cell_j|."""
     block = make(cls, **BLOCKS[cls], dtype=torch.float64)
     xs = inputs(cls, h, w, dtype=torch.float64)
     low, high = (xs[0], xs[0]) if cls is APNB else xs

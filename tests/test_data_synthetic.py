@@ -191,7 +191,7 @@ def test_cli_synth(tmp_path, capsys):
 
 
 def test_frame_scene_renders_the_written_frame(root):
-    for image_path, label_path in find_samples(root, "val"):
+    for image_path, _ in find_samples(root, "val"):
         stem = image_path.name.removesuffix("_leftImg8bit.png")
         scene = frame_scene(stem, "val", H, W)
         assert np.array_equal(np.asarray(Image.open(image_path)), scene.image)

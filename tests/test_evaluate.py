@@ -141,6 +141,9 @@ def test_evaluate_command_end_to_end(synthetic_val, tmp_path, capsys):
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 3 and len(metrics["iou"]) == 19 and metrics["inference"]["flip"] is True
-    assert len(list((out / "predictions").glob("*_pred.png"))) == 3
-    assert len(list((out / "predictions").glob("*_overlay.png"))) == 3
+    dataset = CityscapesSegmentation(synthetic_val, "val")
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(
+        f"{dataset.image_id(i)}_pred.png" for i in range(len(dataset))
+    )  # label-id PNGs alone: what the official evaluator walks
+    assert len(list((out / "overlays").glob("*_overlay.png"))) == 3
     assert "mIoU" in capsys.readouterr().out
