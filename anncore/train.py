@@ -129,6 +129,11 @@ class TrainConfig:
     amp: bool = _opt(False, "mixed precision: bf16 autocast on CUDA (fp16 + grad scaler without bf16), bf16 on CPU")
     channels_last: bool = _opt(False, "channels_last memory format for model and inputs")
     workers: int = _opt(4, "DataLoader worker processes per training process")
+    threads: int = _opt(
+        0,
+        "CPU threads of this process (torch.set_num_threads; 0: torch's default). CPU training is bitwise "
+        "reproducible only at a fixed thread count",
+    )
     seed: int = _opt(0, "seed of initialisation, data order and augmentation")
     val_every: int = _opt(4000, "validate every N iterations (and always at the end); 0: only at the end")
     checkpoint_every: int = _opt(1000, "checkpoint every N iterations (and always at the end); 0: only at the end")
@@ -148,6 +153,7 @@ class TrainConfig:
             "val_every",
             "checkpoint_every",
             "warmup_iters",
+            "threads",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -506,7 +512,7 @@ def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
 #: Settings a resumed run may change: they do not change what the experiment is (its data, model, losses, seed).
 RESUME_MAY_CHANGE = frozenset(
     {"resume", "workers", "data_root", "out", "device", "log_every", "val_every", "checkpoint_every", "lr", "iters",
-     "amp"}
+     "amp", "threads"}
 )  # fmt: skip
 
 
@@ -727,6 +733,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         NonFiniteLossError: the loss was NaN/inf at some iteration (named in the message); nothing was updated
             with it and ``OUT/checkpoint.pt`` still holds the last good state.
     """
+    if config.threads:
+        torch.set_num_threads(config.threads)
     ctx, device = _init_distributed(config.device)
     try:
         run = _Run(config, ctx, device)
