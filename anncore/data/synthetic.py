@@ -609,7 +609,8 @@ def write_synthetic_cityscapes(
     cues = {}
     for split, count in (("train", train), ("val", val)):
         cities = CITIES[split]
-        for i in tqdm(range(count), desc=f"synthetic Cityscapes {split}", leave=False):
+        # disable=None: no bar where the output is not a terminal (notebooks, CI logs)
+        for i in tqdm(range(count), desc=f"synthetic Cityscapes {split}", leave=False, disable=None):
             city = cities[i % len(cities)]
             stem = f"{city}_{i // len(cities):06d}_000019"
             scene = render_scene(scene_seed(seed, split, i), height, width)
