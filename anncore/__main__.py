@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m anncore",
         description="Asymmetric Non-local Neural Networks (ICCV 2019): blocks, data, training, benchmarks.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     info = commands.add_parser("info", help="versions, the device 'auto' picks, available SDPA backends")
     info.add_argument("--device", default="auto", help="device to report on (default: auto)")
@@ -237,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"python -m anncore {args.command}: error: {err}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"python -m anncore {args.command}: error: {err} (--debug shows the traceback)", file=sys.stderr)
         return 2
 
 

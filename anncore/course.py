@@ -12,7 +12,7 @@ import ast
 import json
 import shutil
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
@@ -117,7 +117,7 @@ def run_course(
         raise FileNotFoundError(f"--params {params_dir}: no such folder of NN_slug.yaml parameter files")
     # check every parameter file before running anything, so a typo fails at once, not after an hour of training
     params = {nb: {} if in_place else load_parameters(params_dir / f"{nb.stem}.yaml", nb) for nb in notebooks}
-    out_dir = notebooks_dir if in_place else out_root / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = notebooks_dir if in_place else out_root / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for nb in notebooks:

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, train_id_to_label_id
+from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, denormalize, train_id_to_label_id
 from anncore.jsonfile import write_json
 from anncore.metrics import ConfusionMatrix
 
@@ -154,14 +154,6 @@ class EvaluationResult:
     images: int = 0
 
 
-def _denormalise(image: torch.Tensor) -> np.ndarray:
-    """ImageNet-normalised ``(3, H, W)`` back to uint8 RGB, for overlays."""
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-    rgb = (image.cpu().float() * std + mean).clamp(0, 1) * 255
-    return rgb.round().byte().permute(1, 2, 0).numpy()
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -180,8 +172,8 @@ def evaluate(
         raise ValueError(
             f"the model predicts {classes} classes, but evaluation scores Cityscapes' {NUM_CLASSES} train ids"
         )
-    model.eval()
     device = torch.device(device)
+    model.eval().to(device)
     logits = model_logits(model)
     confusion = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX)
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -191,7 +183,7 @@ def evaluate(
         pred = probs.argmax(1)[0].cpu()
         confusion.update(pred, mask)
         if predictions_dir is not None:
-            save_prediction(pred.numpy(), dataset.image_id(index), predictions_dir, _denormalise(image))
+            save_prediction(pred.numpy(), dataset.image_id(index), predictions_dir, denormalize(image))
     return EvaluationResult(confusion.compute(), confusion.matrix.cpu().numpy(), asdict(config), count)
 
 

@@ -388,6 +388,10 @@ def sync_batchnorm(model: nn.Module, world_size: int, device: torch.device) -> t
 
 
 # -------------------------------------------------------------------------------------------------------- training
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says which checkpoint holds the work done (``--resume`` continues)."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped before the update, keeping the last checkpoint."""
 
@@ -744,28 +748,40 @@ def train(config: TrainConfig) -> dict[str, Any]:
         bar = tqdm(total=config.iters, initial=run.start, disable=not ctx.main, desc=f"{config.head}/{config.backbone}")
         run.net.train()
         tick = time.perf_counter()
-        for iteration, (images, masks) in enumerate(run.loader(), start=run.start):
-            done = iteration + 1
-            record = run.step(done, images, masks)
-            seconds = time.perf_counter() - tick  # data wait included: end-to-end throughput
-            run.train_seconds += seconds
-            run.images_seen += config.batch_size
-            record["images_per_s"] = config.batch_size / seconds
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}"
-            )
-            if done % config.log_every == 0 or done == config.iters:
-                run.log.write({"kind": "train", "iter": done, **record, "time_s": time.perf_counter() - run.started})
-            if (config.val_every and done % config.val_every == 0) or done == config.iters:
-                result = run.evaluate(done)
-                if ctx.main:
-                    bar.write(
-                        f"iteration {done}: val mIoU {result['miou']:.4f}, pixel accuracy {result['pixel_acc']:.4f}"
+        done = run.start
+        try:
+            for iteration, (images, masks) in enumerate(run.loader(), start=run.start):
+                done = iteration + 1
+                record = run.step(done, images, masks)
+                seconds = time.perf_counter() - tick  # data wait included: end-to-end throughput
+                run.train_seconds += seconds
+                run.images_seen += config.batch_size
+                record["images_per_s"] = config.batch_size / seconds
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}"
+                )
+                if done % config.log_every == 0 or done == config.iters:
+                    run.log.write(
+                        {"kind": "train", "iter": done, **record, "time_s": time.perf_counter() - run.started}
                     )
-            if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.iters:
-                run.save(done)
-            tick = time.perf_counter()  # validation and checkpoints are not training time
+                if (config.val_every and done % config.val_every == 0) or done == config.iters:
+                    result = run.evaluate(done)
+                    if ctx.main:
+                        bar.write(
+                            f"iteration {done}: val mIoU {result['miou']:.4f}, pixel accuracy {result['pixel_acc']:.4f}"
+                        )
+                if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.iters:
+                    run.save(done)
+                tick = time.perf_counter()  # validation and checkpoints are not training time
+        except KeyboardInterrupt:
+            bar.close()
+            kept = (
+                "no checkpoint was written yet"
+                if run.last_saved is None
+                else f"{run.checkpoint_path} holds iteration {run.last_saved}; --resume continues from it"
+            )
+            raise TrainingInterrupted(f"interrupted at iteration {done} of {config.iters}: {kept}") from None
         bar.close()
         metrics = run.metrics()
         if ctx.main:
@@ -819,4 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as err:
+        print(f"{err}", file=sys.stderr)
+        return 130  # the shell's status for SIGINT
     return 0

@@ -112,3 +112,8 @@ def test_a_diverged_run_leaves_no_poisoned_checkpoint(files, tmp_path, capsys):
         assert "lr: 1000000.0 -> 0.001" in capsys.readouterr().err
         state = load_checkpoint(kept)
         assert non_finite({"model": state["model"], "optimizer": state["optimizer"]["state"]}) == []
+
+
+def test_debug_shows_the_traceback(files):
+    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+        main(["--debug", "evaluate", "--checkpoint", str(files["root"] / "text.pt"), "--out", str(files["root"] / "e")])

@@ -299,3 +299,20 @@ def test_resume_may_change_lr_and_iters_and_the_schedule_follows(tmp_path, data_
     lrs = {r["iter"]: r["lr"] for r in records if r["kind"] == "train"}
     assert lrs[4] == pytest.approx(0.01 * (1 - 3 / 4) ** 0.9)  # before: the old schedule
     assert [lrs[5], lrs[6]] == pytest.approx([0.02 * (1 - 4 / 6) ** 0.9, 0.02 * (1 - 5 / 6) ** 0.9])  # the new one
+
+
+def test_ctrl_c_says_where_the_work_is_and_exits_130(tmp_path, data_root):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        cli(out, data_root, iters=500, checkpoint_every=1, val_every=0), cwd=REPO, env=ENV, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (out / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at iteration" in err and "--resume continues" in err and "Traceback" not in err
+    assert 0 < load_checkpoint(out / "checkpoint.pt")["iteration"] < 500
