@@ -37,13 +37,14 @@ keep the full width keep every cue in view, and validation always sees the whole
 * *the optimiser.* The official SGD (lr 0.01) with the official zero-initialised output conv ``W`` of every
   attention branch keeps the branch silent for this budget: every head stays at chance (0.30-0.32). Adam (lr 1e-3,
   no weight decay) wakes it (so does SGD with a non-zero ``W``);
-* *weight on the pixels that need the cue.* With the three changes above ``ann`` learnt the cue on every seed tried,
-  but the single-block heads were bimodal: a seed either learnt it (0.96) or stayed at chance (``apnb`` on 1 of 3
-  seeds, ``nl`` on 2 of 3). Class weights of 5 on car, truck and bus turned the two failing ``apnb`` seeds into
-  0.99 and 0.99; the committed ablation (``benchmarks/results/ablation-synthetic-*.json``) gives every head and
-  seed under the final recipe;
-* *not the cause:* OHEM (kept at the official 0.7 threshold) and the learning rate of Adam (5e-4 and 2e-3 both left
-  the failing ``apnb`` seed at chance).
+* *no auxiliary loss, weight on the pixels that need the cue.* With the three changes above ``ann`` learnt the cue
+  on every seed, but the single-block heads did not: ``apnb`` on 1 of 3 seeds, ``nl`` on 1 of 3 (and on a second
+  only for the car board). Class weights of 5 on car, truck and bus fixed ``apnb``; what fixed ``nl`` was removing
+  the auxiliary loss (official weight 0.4): the auxiliary head reads layer3 alone, cannot see the board, and its loss
+  on the vehicles is noise pushed into the backbone. The single runs are in ``benchmarks/cue_recipe_experiments.md``,
+  every head and seed under the final recipe in ``benchmarks/results/ablation-synthetic-*.json``;
+* *not the cause:* OHEM (kept at the official 0.7 threshold), Adam's learning rate (5e-4, 2e-3), a warm-up, a
+  larger batch, a taller board or another board colour.
 
 **Files** (:func:`write_synthetic_cityscapes`): ``leftImg8bit/{split}/{city}/{city}_{seq:06d}_000019_leftImg8bit.png``
 (RGB) and, with the same stem, ``gtFine`` ``_labelIds.png`` (uint8), ``_labelTrainIds.png`` (uint8), ``_color.png``
