@@ -36,7 +36,7 @@ from torch import nn
 
 from anncore.backbone import UntrainedBackboneWarning
 from anncore.cost import time_step
-from anncore.cue import VEHICLES, board_swap
+from anncore.cue import VEHICLES, board_swap, val_scenes
 from anncore.data import CLASS_NAMES
 from anncore.data.synthetic import MANIFEST, resolve_data_root
 from anncore.env import pick_device
@@ -96,16 +96,6 @@ def inference_ms(
     return statistics.median(time_step(lambda: model(x), device, repeats))
 
 
-def cue_scenes(root: Path) -> dict[str, Any] | None:
-    """``{"scenes", "size", "seed"}`` of the synthetic set's validation split in ``root`` (its manifest), or
-    ``None`` for real data: what :func:`~anncore.cue.board_swap` renders to test a model trained on it."""
-    manifest = Path(root) / MANIFEST
-    if not manifest.is_file():
-        return None
-    settings = json.loads(manifest.read_text())
-    return {"scenes": settings["val"], "size": (settings["height"], settings["width"]), "seed": settings["seed"]}
-
-
 def run_record(config: TrainConfig, size: Sequence[int], device: torch.device) -> dict[str, Any]:
     """One run of the ablation, scored from its folder ``config.out``: mIoU, vehicle IoU, the board-swap test on
     the synthetic set, parameters and cost."""
@@ -129,7 +119,7 @@ def run_record(config: TrainConfig, size: Sequence[int], device: torch.device) -
         "inference_size": list(size),
         "out": str(out),
     }
-    scenes = cue_scenes(data_root_of(config))
+    scenes = val_scenes(data_root_of(config))
     if scenes is not None:
         swap = board_swap(model, device=device, **scenes)
         record.update(follow_rate=swap.follow_rate, cue=swap.as_dict())

@@ -127,22 +127,34 @@ def _label_ids(names: Sequence[str]) -> list[int]:
 _VEHICLE_LABEL_IDS = _label_ids(VEHICLES)
 
 
+def val_scenes(root: str | Path) -> dict[str, object] | None:
+    """``{"scenes", "size", "seed"}`` of the synthetic set written in ``root`` (its manifest), or ``None`` when
+    ``root`` holds no synthetic set: what :func:`board_swap` renders to test a model trained on it."""
+    from anncore.data.synthetic import MANIFEST
+
+    manifest = Path(root) / MANIFEST
+    if not manifest.is_file():
+        return None
+    recorded = json.loads(manifest.read_text())
+    return {"scenes": recorded["val"], "size": (recorded["height"], recorded["width"]), "seed": recorded["seed"]}
+
+
 def cue_settings(
     checkpoint: str | Path, scenes: int = 30, size: Sequence[int] | None = None, seed: int | None = None
 ) -> dict[str, object]:
     """The :func:`board_swap` arguments for a checkpoint: ``size`` and ``seed`` default to those of the synthetic
     set it was trained on (its recorded training config), else 128x256 and seed 0."""
     from anncore.checkpoint import load_checkpoint
-    from anncore.data.synthetic import MANIFEST
+    from anncore.data.synthetic import synthetic_root
 
     config = load_checkpoint(checkpoint).get("config", {})
     trained: dict[str, object] = {"size": (128, 256), "seed": 0}
-    manifest = Path(str(config.get("data_root", ""))) / MANIFEST
-    if config.get("data_root") == "synthetic":
-        trained["size"] = tuple(config.get("synthetic_size", (256, 512)))
-    elif manifest.is_file():
-        recorded = json.loads(manifest.read_text())
-        trained = {"size": (recorded["height"], recorded["width"]), "seed": recorded["seed"]}
+    if config.get("data_root") == "synthetic":  # the set anncore.train.data_root_of writes for this config
+        (height, width), (train, val) = config["synthetic_size"], config["synthetic_scenes"]
+        trained = {"size": (height, width), "seed": 0}
+        trained = val_scenes(synthetic_root(train, val, height, width)) or trained
+    elif config.get("data_root"):
+        trained = val_scenes(config["data_root"]) or trained
     return {
         "scenes": scenes,
         "size": tuple(size) if size else trained["size"],
