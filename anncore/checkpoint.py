@@ -20,7 +20,9 @@ key                value
 
 It is written to a temporary file in the same folder, flushed to disk and renamed over the old one (``os.replace``
 is atomic on POSIX and Windows), so a process killed at any moment leaves either the previous or the new checkpoint,
-never a torn one.
+never a torn one. A Ctrl-C that arrives while one is written is held back until the write is done (an interrupted
+``torch.save`` raises a ``RuntimeError`` from its zip writer instead of ``KeyboardInterrupt``), and a write that
+fails leaves no ``.tmp`` file behind.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,15 +43,38 @@ import torch
 CHECKPOINT_FORMAT = 1
 
 
+@contextmanager
+def sigint_held_back() -> Iterator[None]:
+    """Run the body with SIGINT deferred: a Ctrl-C during it is delivered again, to the handler that was in place
+    (Python's ``KeyboardInterrupt`` by default, or an enclosing ``sigint_held_back``), once the body is done.
+
+    Only the main thread can install signal handlers; elsewhere the body runs unguarded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        signal.raise_signal(signal.SIGINT)
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: ``path.tmp``, fsync, then ``os.replace``."""
+    """Write ``state`` to ``path`` atomically: ``path.tmp``, fsync, then ``os.replace``, with Ctrl-C held back."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with sigint_held_back():
+        try:
+            with open(tmp, "wb") as f:
+                torch.save({"format": CHECKPOINT_FORMAT, **state}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -67,6 +67,7 @@ from anncore.checkpoint import (
     restore_rng_state,
     save_checkpoint,
     seeded,
+    sigint_held_back,
 )
 from anncore.env import pick_device
 from anncore.jsonfile import json_safe, write_json
@@ -685,21 +686,22 @@ class _Run:
                 f"non-finite values in {', '.join(poisoned[:5])} at iteration {done} (the run diverged): not writing "
                 f"a poisoned checkpoint; {kept}; continue with --resume and a lower --lr"
             )
-        if self.ctx.main:
-            self.progress["wall_time_s"] = self.wall_before + time.perf_counter() - self.started
-            state = {
-                "iteration": done,
-                "model": self.model.state_dict(),
-                "model_config": self.model.config,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": rng,
-                "progress": self.progress,
-                "config": plain_config(self.config),
-            }
-            save_checkpoint(state, self.checkpoint_path)
-        self.last_saved = done
+        with sigint_held_back():  # a Ctrl-C now lands after last_saved names what is on disk
+            if self.ctx.main:
+                self.progress["wall_time_s"] = self.wall_before + time.perf_counter() - self.started
+                state = {
+                    "iteration": done,
+                    "model": self.model.state_dict(),
+                    "model_config": self.model.config,
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "rng": rng,
+                    "progress": self.progress,
+                    "config": plain_config(self.config),
+                }
+                save_checkpoint(state, self.checkpoint_path)
+            self.last_saved = done
 
     def metrics(self) -> dict[str, Any]:
         """What ``OUT/metrics.json`` holds (module docstring)."""

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from anncore.checkpoint import load_checkpoint, seeded
+from anncore.checkpoint import load_checkpoint, save_checkpoint, seeded
 from anncore.data.synthetic import synthetic_root, write_synthetic_cityscapes
 from anncore.losses import CITYSCAPES_CLASS_WEIGHTS, SegmentationLoss
 from anncore.model import ANN, load_model
@@ -316,3 +316,27 @@ def test_ctrl_c_says_where_the_work_is_and_exits_130(tmp_path, data_root):
     assert proc.returncode == 130, err
     assert "interrupted at iteration" in err and "--resume continues" in err and "Traceback" not in err
     assert 0 < load_checkpoint(out / "checkpoint.pt")["iteration"] < 500
+
+
+class _CtrlCWhilePickled:
+    """Pickles as ``0`` and presses Ctrl-C on its own process while ``torch.save`` is half way through the file."""
+
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return (int, (0,))
+
+
+def test_a_ctrl_c_during_a_checkpoint_write_lands_once_the_file_is_complete(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"iteration": 3, "bomb": _CtrlCWhilePickled()}, path)
+    assert torch.load(path, weights_only=False)["iteration"] == 3  # written whole, then interrupted
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_a_failed_checkpoint_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"iteration": 1}, path)
+    with pytest.raises(Exception):  # noqa: B017 - pickle's error type for a lambda differs across versions
+        save_checkpoint({"iteration": 2, "unpicklable": lambda: None}, path)
+    assert load_checkpoint(path)["iteration"] == 1 and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
