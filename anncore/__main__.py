@@ -104,7 +104,7 @@ def _cue(args: argparse.Namespace) -> int:
 
 def _ablate(args: argparse.Namespace) -> int:
     from anncore.ablation import run_ablation, write_ablation
-    from anncore.train import load_config
+    from anncore.config import load_config
 
     base = load_config(args.config, out=str(args.out), **({"iters": args.iters} if args.iters else {}))
     document = run_ablation(base, Path(args.out), args.heads, args.seeds, jobs=args.jobs)
@@ -134,11 +134,14 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from anncore import __version__
+
     parser = argparse.ArgumentParser(
         prog="python -m anncore",
         description="Asymmetric Non-local Neural Networks (ICCV 2019): blocks, data, training, benchmarks.",
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"anncore {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
     info = commands.add_parser("info", help="versions, the device 'auto' picks, available SDPA backends")
     info.add_argument("--device", default="auto", help="device to report on (default: auto)")

@@ -35,14 +35,16 @@ import yaml
 from torch import nn
 
 from anncore.backbone import UntrainedBackboneWarning
+from anncore.config import TrainConfig, data_root_of, plain_config
 from anncore.cost import time_step
 from anncore.cue import VEHICLES, board_swap, val_scenes
 from anncore.data import CLASS_NAMES
 from anncore.data.synthetic import MANIFEST, resolve_data_root
 from anncore.env import pick_device
+from anncore.errors import BadInput
 from anncore.jsonfile import write_json
 from anncore.model import load_model
-from anncore.train import TrainConfig, data_root_of, plain_config, train
+from anncore.train import train
 
 #: The heads in the order of the comparison: no context, full non-local, pyramid non-local, the full network.
 ABLATION_HEADS: tuple[str, ...] = ("fcn", "nl", "apnb", "ann")
@@ -182,9 +184,9 @@ def run_ablation(
     runs at a time in subprocesses (module docstring).
     """
     if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+        raise BadInput(f"jobs must be >= 1, got {jobs}")
     if not heads or not seeds:
-        raise ValueError(f"heads and seeds must not be empty, got heads={list(heads)} seeds={list(seeds)}")
+        raise BadInput(f"heads and seeds must not be empty, got heads={list(heads)} seeds={list(seeds)}")
     size = tuple(size or base.crop)
     data_root_of(base)  # write the synthetic set once, before any run (parallel runs would race to write it)
     configs = [
@@ -288,7 +290,7 @@ def vehicle_confusion_frame(document: dict[str, Any], head: str) -> pd.DataFrame
     fractions: rows the class the board announces, columns the predicted class (and ``other``)."""
     mine = [r["cue"]["confusion"] for r in document["runs"] if r["head"] == head and "cue" in r]
     if not mine:
-        raise ValueError(f"no board-swap results for head {head!r} in this document")
+        raise BadInput(f"no board-swap results for head {head!r} in this document")
     counts = pd.DataFrame(
         sum(pd.DataFrame(m["pixels"]).to_numpy() for m in mine), index=mine[0]["rows"], columns=mine[0]["columns"]
     )

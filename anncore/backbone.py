@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
 
+from anncore.errors import BadInput, MissingInput
+
 BACKBONES: tuple[str, ...] = ("resnet50", "resnet101", "small")
 _RESNETS = {
     "resnet50": (resnet50, ResNet50_Weights.IMAGENET1K_V1),
@@ -51,7 +53,7 @@ class ResNetBackbone(nn.Module):
     def __init__(self, name: str = "resnet101", pretrained: str | Path | None = None) -> None:
         super().__init__()
         if name not in _RESNETS:
-            raise ValueError(f"ResNet backbone must be one of {tuple(_RESNETS)}, got {name!r}")
+            raise BadInput(f"ResNet backbone must be one of {tuple(_RESNETS)}, got {name!r}")
         build, imagenet = _RESNETS[name]
         net = build(
             weights=imagenet if pretrained == "imagenet" else None, replace_stride_with_dilation=[False, True, True]
@@ -114,12 +116,10 @@ def build_backbone(name: str, pretrained: str | Path | None = None) -> ResNetBac
     """The backbone called ``name`` (one of :data:`BACKBONES`), with ``pretrained`` as in the module docstring."""
     if name == "small":
         if pretrained is not None:
-            raise ValueError(
-                f"the small backbone has no pretrained weights; pretrained must be None, got {pretrained!r}"
-            )
+            raise BadInput(f"the small backbone has no pretrained weights; pretrained must be None, got {pretrained!r}")
         return SmallBackbone()
     if name not in BACKBONES:
-        raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
+        raise BadInput(f"backbone must be one of {BACKBONES}, got {name!r}")
     return ResNetBackbone(name, pretrained)
 
 
@@ -132,13 +132,13 @@ def read_resnet_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained checkpoint {path} does not exist (expected 'imagenet', None or a file)")
+        raise MissingInput(f"pretrained checkpoint {path} does not exist (expected 'imagenet', None or a file)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for wrapper in _CHECKPOINT_WRAPPERS:
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict (a mapping of parameter names to tensors), got {type(state)}")
+        raise BadInput(f"{path}: expected a state dict (a mapping of parameter names to tensors), got {type(state)}")
     state = {key.removeprefix("module."): value for key, value in state.items()}
     return {key: value for key, value in state.items() if not key.startswith("fc.")}
 
@@ -154,7 +154,7 @@ def load_resnet_checkpoint(backbone: ResNetBackbone, path: str | Path) -> None:
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        raise ValueError(
+        raise BadInput(
             f"{path} is not a torchvision/timm {backbone.name} checkpoint: {len(missing)} backbone keys missing "
             f"{missing[:8]}{' ...' if len(missing) > 8 else ''}, {len(unexpected)} unexpected keys "
             f"{unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
@@ -162,4 +162,4 @@ def load_resnet_checkpoint(backbone: ResNetBackbone, path: str | Path) -> None:
     try:
         backbone.load_state_dict(state, strict=False)
     except RuntimeError as err:
-        raise ValueError(f"{path}: tensor shapes do not match a {backbone.name}: {err}") from err
+        raise BadInput(f"{path}: tensor shapes do not match a {backbone.name}: {err}") from err

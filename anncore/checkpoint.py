@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from anncore.errors import BadInput, MissingInput
+
 CHECKPOINT_FORMAT = 1
 
 
@@ -81,16 +83,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint written by :func:`save_checkpoint` (safe ``weights_only`` unpickling)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingInput(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
+        raise BadInput(
             f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file: {reason})"
         ) from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an anncore training checkpoint (format {CHECKPOINT_FORMAT})")
+        raise BadInput(f"{path} is not an anncore training checkpoint (format {CHECKPOINT_FORMAT})")
     return state
 
 
@@ -113,7 +115,7 @@ def check_finite(tensors: dict[str, Any], context: str) -> None:
     bad = non_finite(tensors)
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise ValueError(f"{context}: non-finite values in {', '.join(bad[:5])}{more}")
+        raise BadInput(f"{context}: non-finite values in {', '.join(bad[:5])}{more}")
 
 
 #: What :func:`export_model` keeps of a training checkpoint: enough to rebuild, evaluate and describe the model.

@@ -19,6 +19,8 @@ import nbformat
 import papermill
 import yaml
 
+from anncore.errors import BadInput, MissingInput
+
 # Notebook and cell metadata that records a run rather than the content; stripped before committing.
 _RUN_METADATA = ("papermill", "execution", "widgets")
 
@@ -39,7 +41,7 @@ def declared_parameters(notebook: Path) -> dict[str, object]:
     nb = nbformat.read(notebook, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
-        raise ValueError(f"{notebook}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+        raise BadInput(f"{notebook}: expected exactly one cell tagged 'parameters', found {len(cells)}")
     declared = {}
     for node in ast.parse(cells[0].source).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -69,15 +71,15 @@ def load_parameters(path: Path, notebook: Path) -> dict:
     try:
         params = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({getattr(err, 'problem', None) or err})") from err
+        raise BadInput(f"{path}: not valid YAML ({getattr(err, 'problem', None) or err})") from err
     if not isinstance(params, dict):
-        raise ValueError(f"{path}: expected a YAML mapping of parameter names to values, got {type(params).__name__}")
+        raise BadInput(f"{path}: expected a YAML mapping of parameter names to values, got {type(params).__name__}")
     declared = declared_parameters(notebook)
     for name, value in params.items():
         if name not in declared:
-            raise ValueError(f"{path}: unknown parameter {name!r} for {notebook.name}; it declares {sorted(declared)}")
+            raise BadInput(f"{path}: unknown parameter {name!r} for {notebook.name}; it declares {sorted(declared)}")
         if not _same_kind(declared[name], value):
-            raise ValueError(
+            raise BadInput(
                 f"{path}: parameter {name!r} must be like the default {declared[name]!r} "
                 f"({type(declared[name]).__name__}), got {value!r} ({type(value).__name__})"
             )
@@ -109,12 +111,12 @@ def run_course(
     if only:
         notebooks = [nb for nb in notebooks if any(nb.stem.startswith(prefix) for prefix in only)]
     if not notebooks:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"no notebooks named NN_slug.ipynb under {notebooks_dir.resolve()}"
             + (f" starting with {' or '.join(only)}" if only else "")
         )
     if not in_place and not params_dir.is_dir():
-        raise FileNotFoundError(f"--params {params_dir}: no such folder of NN_slug.yaml parameter files")
+        raise MissingInput(f"--params {params_dir}: no such folder of NN_slug.yaml parameter files")
     # check every parameter file before running anything, so a typo fails at once, not after an hour of training
     params = {nb: {} if in_place else load_parameters(params_dir / f"{nb.stem}.yaml", nb) for nb in notebooks}
     out_dir = notebooks_dir if in_place else out_root / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -25,6 +25,7 @@ from torchvision import tv_tensors
 
 from anncore.data import CLASS_NAMES, val_transforms
 from anncore.data.synthetic import CUE_BOARDS, render_scene, scene_seed
+from anncore.errors import BadInput
 
 #: Classes the synthetic set decides only through the cue board, in :data:`CUE_BOARDS` order.
 VEHICLES: tuple[str, ...] = tuple(CUE_BOARDS)
@@ -93,7 +94,7 @@ def board_swap(
     docstring). The scenes are those :func:`~anncore.data.synthetic.write_synthetic_cityscapes` writes as the
     ``val`` split with the same seed, so the test runs on the frames a model was validated on."""
     if scenes < 1:
-        raise ValueError(f"scenes must be >= 1, got {scenes}")
+        raise BadInput(f"scenes must be >= 1, got {scenes}")
     height, width = (int(v) for v in size)
     device = torch.device(device)
     model.eval()
@@ -119,7 +120,7 @@ def board_swap(
 
 
 def _label_ids(names: Sequence[str]) -> list[int]:
-    from anncore.data.cityscapes import LABELS
+    from anncore.data.labels import LABELS
 
     return [LABELS[name].id for name in names]
 
@@ -149,7 +150,7 @@ def cue_settings(
 
     config = load_checkpoint(checkpoint).get("config", {})
     trained: dict[str, object] = {"size": (128, 256), "seed": 0}
-    if config.get("data_root") == "synthetic":  # the set anncore.train.data_root_of writes for this config
+    if config.get("data_root") == "synthetic":  # the set anncore.config.data_root_of writes for this config
         (height, width), (train, val) = config["synthetic_size"], config["synthetic_scenes"]
         trained = {"size": (height, width), "seed": 0}
         trained = val_scenes(synthetic_root(train, val, height, width)) or trained

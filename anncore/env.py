@@ -8,6 +8,7 @@ from importlib import metadata
 import torch
 
 from anncore.attention import available_sdpa_backends
+from anncore.errors import BadInput
 
 REPORTED_PACKAGES = ("torch", "torchvision", "numpy", "matplotlib", "ipywidgets", "jupyterlab", "papermill")
 
@@ -25,11 +26,11 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     try:
         picked = torch.device(device)
     except RuntimeError as err:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda[:i]' or 'mps', got {device!r}") from err
+        raise BadInput(f"device must be 'auto', 'cpu', 'cuda[:i]' or 'mps', got {device!r}") from err
     if picked.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU; use 'auto'")
+        raise BadInput(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU; use 'auto'")
     if picked.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r} asked for, but MPS is not available here; use 'auto'")
+        raise BadInput(f"device {device!r} asked for, but MPS is not available here; use 'auto'")
     return picked
 
 

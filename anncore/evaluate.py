@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, denormalize, train_id_to_label_id
+from anncore.errors import BadInput
 from anncore.jsonfile import write_json
 from anncore.metrics import ConfusionMatrix
 
@@ -46,11 +47,11 @@ class InferenceConfig:
 
     def __post_init__(self) -> None:
         if not self.scales or any(s <= 0 for s in self.scales):
-            raise ValueError(f"scales must be positive numbers, got {self.scales}")
+            raise BadInput(f"scales must be positive numbers, got {self.scales}")
         if self.crop is not None and (len(self.crop) != 2 or min(self.crop) <= 0):
-            raise ValueError(f"crop must be (height, width) > 0 or None, got {self.crop}")
+            raise BadInput(f"crop must be (height, width) > 0 or None, got {self.crop}")
         if self.stride is not None and (self.crop is None or len(self.stride) != 2 or min(self.stride) <= 0):
-            raise ValueError(f"stride needs a crop and must be (height, width) > 0, got stride={self.stride}")
+            raise BadInput(f"stride needs a crop and must be (height, width) > 0, got stride={self.stride}")
 
 
 PRESETS: dict[str, InferenceConfig] = {
@@ -166,10 +167,10 @@ def evaluate(
     """Run ``model`` over ``dataset`` (items ``(image, mask)`` as :class:`anncore.data.CityscapesSegmentation`
     gives with validation transforms), accumulate the 19-class confusion matrix, optionally save predictions."""
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a number of images >= 1 (or None for all), got {limit}")
+        raise BadInput(f"limit must be a number of images >= 1 (or None for all), got {limit}")
     classes = getattr(model, "config", {}).get("num_classes", NUM_CLASSES)
     if classes != NUM_CLASSES:
-        raise ValueError(
+        raise BadInput(
             f"the model predicts {classes} classes, but evaluation scores Cityscapes' {NUM_CLASSES} train ids"
         )
     device = torch.device(device)
@@ -210,7 +211,7 @@ def inference_config(
     """A preset from :data:`PRESETS` (default ``whole``) with any given option replacing the preset's value."""
     name = preset or "whole"
     if name not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+        raise BadInput(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
     base = PRESETS[name]
     return InferenceConfig(
         scales=tuple(scales) if scales else base.scales,
@@ -226,9 +227,9 @@ def evaluation_data_root(checkpoint: str | Path, data_root: str | Path | None = 
     import os
 
     from anncore.checkpoint import load_checkpoint
+    from anncore.config import SYNTHETIC, data_root_of, load_config
     from anncore.data.synthetic import resolve_data_root
     from anncore.model import resolve_checkpoint
-    from anncore.train import SYNTHETIC, data_root_of, load_config
 
     if data_root or os.environ.get("CITYSCAPES_DATASET"):
         return resolve_data_root(data_root)

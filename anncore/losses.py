@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anncore.data.cityscapes import IGNORE_INDEX
+from anncore.data.labels import IGNORE_INDEX
 
 # Official ``ce_weight`` of hypes/seg/cityscapes/fs_annn_cityscapes_seg.json (also OCNet's and HRNet's), train-id order.
 CITYSCAPES_CLASS_WEIGHTS: tuple[float, ...] = (

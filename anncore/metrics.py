@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from anncore.data.cityscapes import IGNORE_INDEX
+from anncore.data.labels import IGNORE_INDEX
 
 
 class ConfusionMatrix:

@@ -33,6 +33,7 @@ from anncore.attention import AttentionPath, check_path
 from anncore.backbone import BACKBONES, UntrainedBackboneWarning, build_backbone
 from anncore.blocks import AFNB, APNB, NonLocal2d
 from anncore.checkpoint import check_finite, load_checkpoint
+from anncore.errors import BadInput, MissingInput
 
 HEADS: tuple[str, ...] = ("ann", "fcn", "nl", "apnb")
 DROPOUT = 0.05  # official: every Dropout2d in the head and the auxiliary head
@@ -88,7 +89,7 @@ class ContextHead(nn.Module):
     ) -> None:
         super().__init__()
         if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+            raise BadInput(f"head must be one of {HEADS}, got {head!r}")
         self.kind = head
         ctx = widths.context
         self.afnb = (
@@ -154,9 +155,9 @@ class ANN(nn.Module):
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {BACKBONES}, got {backbone!r}")
+            raise BadInput(f"backbone must be one of {BACKBONES}, got {backbone!r}")
         if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+            raise BadInput(f"head must be one of {HEADS}, got {head!r}")
         check_path(path)
         self.config = {"num_classes": num_classes, "backbone": backbone, "head": head, "path": path, "aux": aux}
         self.backbone = build_backbone(backbone, pretrained)
@@ -184,7 +185,7 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     """``checkpoint`` as a path; the word ``"course"`` means :data:`COURSE_MODEL`."""
     if str(checkpoint) == "course":
         if not COURSE_MODEL.is_file():
-            raise FileNotFoundError(f"the course model {COURSE_MODEL} is missing: this checkout lacks models/course/")
+            raise MissingInput(f"the course model {COURSE_MODEL} is missing: this checkout lacks models/course/")
         return COURSE_MODEL
     return Path(checkpoint)
 

@@ -35,7 +35,6 @@ confusion matrices summed. ``OUT`` must be a folder all processes see (resume re
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -43,11 +42,10 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,193 +53,34 @@ import torch.distributed as dist
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from anncore.attention import ATTENTION_PATHS
-from anncore.backbone import BACKBONES
 from anncore.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     non_finite,
     restore_rng_state,
     save_checkpoint,
-    seeded,
     sigint_held_back,
 )
+from anncore.config import (
+    RESUME_MAY_CHANGE,
+    ConfigError,
+    TrainConfig,
+    build_parser,
+    changed_settings,
+    data_root_of,
+    load_config,
+    plain_config,
+)
 from anncore.env import pick_device
+from anncore.errors import OutputInUse
 from anncore.jsonfile import json_safe, write_json
 from anncore.losses import SegmentationLoss
 from anncore.metrics import ConfusionMatrix
-from anncore.model import ANN, HEADS
-
-SYNTHETIC = "synthetic"
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
-
-
-# --------------------------------------------------------------------------------------------------------- config
-def _opt(default: Any, help_text: str, **kwargs: Any) -> Any:
-    """A config field with its ``--help`` text (and argparse extras: ``choices``, ``metavar``)."""
-    return field(default=default, metadata={"help": help_text, **kwargs})
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on; the defaults are the official Cityscapes recipe where one applies.
-
-    Build it directly, from a YAML mapping (:func:`load_config`) or from the command line (:func:`main`); every
-    field is checked on construction (type, then range), and errors name the field.
-    """
-
-    data_root: str = _opt(
-        "data/cityscapes",
-        f"Cityscapes root (leftImg8bit/, gtFine/), or {SYNTHETIC!r}: the embedded synthetic set, generated if missing",
-    )
-    out: str = _opt("runs/train", "output folder: checkpoint.pt, log.jsonl, metrics.json, config.yaml")
-    iters: int = _opt(60_000, "training iterations (official 60000)")
-    batch_size: int = _opt(8, "global batch, split over DDP processes (official 8 = 8 GPUs x 1)")
-    crop: tuple[int, int] = _opt((769, 769), "training crop H W (official 769 769)", metavar=("H", "W"))
-    scale_range: tuple[float, float] = _opt(
-        (0.5, 2.0), "random rescaling before the crop, low high (official 0.5 2.0; 1 1: none)", metavar=("LOW", "HIGH")
-    )
-    photometric: bool = _opt(True, "photometric jitter in the training augmentation (slow on CPU)")
-    backbone: str = _opt("resnet101", f"one of {BACKBONES}", choices=BACKBONES)
-    head: str = _opt("ann", f"one of {HEADS}", choices=HEADS)
-    pretrained: str | None = _opt(None, "backbone weights: none, imagenet (torchvision download) or a checkpoint path")
-    attention: str = _opt("auto", "attention path of the context blocks", choices=ATTENTION_PATHS)
-    optimizer: str = _opt("sgd", "sgd (official, with momentum) or adam (the synthetic CPU recipe)", choices=OPTIMIZERS)
-    lr: float = _opt(0.01, "base learning rate (official 0.01)")
-    momentum: float = _opt(0.9, "SGD momentum (official 0.9)")
-    weight_decay: float = _opt(5e-4, "weight decay (L2) on every parameter (official 5e-4)")
-    poly_power: float = _opt(0.9, "poly decay power, per iteration (official 0.9)")
-    warmup_iters: int = _opt(0, "linear learning-rate warm-up over the first N iterations (official 0: none)")
-    aux_weight: float = _opt(0.4, "auxiliary loss weight; 0 builds no auxiliary head (official 0.4)")
-    ohem: bool = _opt(True, "OHEM cross-entropy on the main output (official)")
-    ohem_thresh: float = _opt(0.7, "OHEM probability threshold (official 0.7)")
-    ohem_min_kept: int = _opt(100_000, "OHEM minimum kept pixels per image (official 100000 per 769x769 crop)")
-    class_weights: list[float] | None = _opt(None, "per-class CE weights (params/cityscapes_r101.yaml: official)")
-    synthetic_size: tuple[int, int] = _opt(
-        (256, 512), f"image H W of the synthetic set (data_root {SYNTHETIC!r} only)", metavar=("H", "W")
-    )
-    synthetic_scenes: tuple[int, int] = _opt(
-        (40, 10), f"train and val scenes of the synthetic set (data_root {SYNTHETIC!r} only)", metavar=("TRAIN", "VAL")
-    )
-    device: str = _opt("auto", "auto, cpu, cuda, cuda:i or mps (under torchrun: each process its local GPU)")
-    amp: bool = _opt(False, "mixed precision: bf16 autocast on CUDA (fp16 + grad scaler without bf16), bf16 on CPU")
-    channels_last: bool = _opt(False, "channels_last memory format for model and inputs")
-    workers: int = _opt(4, "DataLoader worker processes per training process")
-    threads: int = _opt(
-        0,
-        "CPU threads of this process (torch.set_num_threads; 0: torch's default). CPU training is bitwise "
-        "reproducible only at a fixed thread count",
-    )
-    seed: int = _opt(0, "seed of initialisation, data order and augmentation")
-    val_every: int = _opt(4000, "validate every N iterations (and always at the end); 0: only at the end")
-    checkpoint_every: int = _opt(1000, "checkpoint every N iterations (and always at the end); 0: only at the end")
-    log_every: int = _opt(10, "append a training record to log.jsonl every N iterations")
-    resume: bool = _opt(False, "continue the run in OUT from OUT/checkpoint.pt (a fresh start if there is none)")
-
-    def __post_init__(self) -> None:
-        for f, hint in _field_types().items():
-            setattr(self, f, _coerce(f, getattr(self, f), hint))
-        positive = ("iters", "batch_size", "lr", "log_every")
-        non_negative = (
-            "momentum",
-            "weight_decay",
-            "poly_power",
-            "aux_weight",
-            "workers",
-            "val_every",
-            "checkpoint_every",
-            "warmup_iters",
-            "threads",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("crop", "synthetic_size", "synthetic_scenes"):
-            if min(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be two positive sizes, got {getattr(self, name)}")
-        if self.class_weights is not None and not all(w > 0 for w in self.class_weights):
-            raise ConfigError(f"class_weights must all be > 0, got {self.class_weights}")
-        if not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise ConfigError(f"scale_range must be LOW HIGH with 0 < LOW <= HIGH, got {self.scale_range}")
-        if not 0.0 < self.ohem_thresh <= 1.0 or self.ohem_min_kept < 1:
-            raise ConfigError(
-                f"ohem_thresh must be in (0, 1] and ohem_min_kept >= 1, got {self.ohem_thresh}, {self.ohem_min_kept}"
-            )
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f"{f.name} must be one of {choices}, got {getattr(self, f.name)!r}")
-        if self.pretrained is not None and self.pretrained.lower() == "none":
-            self.pretrained = None
-
-
-class ConfigError(ValueError):
-    """A configuration value or file is invalid; the message names the key."""
-
-
-def _field_types() -> dict[str, Any]:
-    return {f.name: hint for f, hint in zip(fields(TrainConfig), get_type_hints(TrainConfig).values(), strict=True)}
-
-
-def _is_optional(hint: Any) -> bool:
-    return get_origin(hint) in (Union, UnionType)
-
-
-def _unwrap_optional(hint: Any) -> Any:
-    """``X`` for ``X | None``, else ``hint`` itself."""
-    return next(a for a in get_args(hint) if a is not type(None)) if _is_optional(hint) else hint
-
-
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """``value`` as the field's type (ints accepted for floats, lists for tuples); a ``ConfigError`` otherwise."""
-    if _is_optional(hint):
-        return None if value is None else _coerce(name, value, _unwrap_optional(hint))
-    args = get_args(hint)
-    if get_origin(hint) in (tuple, list):
-        if not isinstance(value, list | tuple) or (get_origin(hint) is tuple and len(value) != len(args)):
-            raise ConfigError(
-                f"{name} must be a list of {len(args) if get_origin(hint) is tuple else 'some'} "
-                f"{args[0].__name__}s, got {value!r}"
-            )
-        items = [_coerce(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value)]
-        return get_origin(hint)(items)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{name} must be {hint.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """:class:`TrainConfig` from a YAML mapping of field names (``None``: the defaults), then ``overrides``.
-
-    Unknown keys are an error naming them, so a misspelt setting never silently falls back to a default.
-    """
-    values: dict[str, Any] = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"--config {path}: no such file (expected a YAML mapping of TrainConfig fields)")
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as err:
-            where = getattr(err, "problem_mark", None)
-            line = f" at line {where.line + 1}" if where is not None else ""
-            raise ConfigError(f"{path}: not valid YAML{line} ({getattr(err, 'problem', None) or err})") from err
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a YAML mapping of TrainConfig fields, got {type(loaded).__name__}")
-        values.update(loaded)
-    values.update(overrides)
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{path or 'overrides'}: unknown config keys {unknown}; known keys: {sorted(known)}")
-    return TrainConfig(**values)
+from anncore.model import ANN
+from anncore.sampler import ResumableBatchSampler, SeededSamples
 
 
 def build_model(config: TrainConfig, num_classes: int | None = None) -> ANN:
@@ -254,80 +93,6 @@ def build_model(config: TrainConfig, num_classes: int | None = None) -> ANN:
 
 
 # ----------------------------------------------------------------------------------------------------------- data
-class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Batches of ``(index, sample_seed)`` for iterations ``start .. stop - 1``, each a pure function of
-    ``(seed, iteration)``: what makes a resume exact and data order independent of workers and restarts.
-
-    Iteration ``i`` is batch ``i % B`` of epoch ``i // B`` (``B = len(dataset) // batch_size``, the last partial
-    batch dropped, as official ``drop_last``), epoch ``e`` being ``randperm`` seeded with ``(seed, e)``. With
-    ``world_size`` processes, rank ``r`` takes the ``r``-th contiguous share of every global batch (this is the
-    distributed sampler). Sample seeds come from ``numpy.random.SeedSequence([seed, i, position])``.
-    """
-
-    def __init__(
-        self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1
-    ) -> None:
-        if batch_size % world_size:
-            raise ConfigError(f"batch_size {batch_size} must be a multiple of the number of processes {world_size}")
-        if size < batch_size:
-            raise ConfigError(f"batch_size {batch_size} is larger than the training set ({size} images)")
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.start, self.stop = start, stop
-        self.share = batch_size // world_size
-        self.offset = rank * self.share
-        self.batches_per_epoch = size // batch_size
-        self._epoch: tuple[int, list[int]] = (-1, [])
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def _permutation(self, epoch: int) -> list[int]:
-        if self._epoch[0] != epoch:
-            seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-            self._epoch = (epoch, torch.randperm(self.size, generator=torch.Generator().manual_seed(seed)).tolist())
-        return self._epoch[1]
-
-    def batch(self, iteration: int) -> list[tuple[int, int]]:
-        """This process's share of the global batch of ``iteration``."""
-        epoch, b = divmod(iteration, self.batches_per_epoch)
-        indices = self._permutation(epoch)[b * self.batch_size : (b + 1) * self.batch_size]
-        positions = range(self.offset, self.offset + self.share)
-        return [
-            (indices[p], int(np.random.SeedSequence([self.seed, iteration, p]).generate_state(1)[0])) for p in positions
-        ]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        return (self.batch(i) for i in range(self.start, self.stop))
-
-
-class SeededSamples(Dataset):
-    """``dataset[(index, seed)]`` is ``dataset[index]`` computed with the Python, numpy and torch RNGs seeded with
-    ``seed`` (the caller's RNG states are restored afterwards), so augmentation depends on the seed only."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        with seeded(seed):
-            return self.dataset[index]
-
-
-def data_root_of(config: TrainConfig) -> Path:
-    """Where ``config`` reads its data: ``data_root``, or for ``synthetic`` the set of ``synthetic_size`` and
-    ``synthetic_scenes`` under ``data/generated/`` (written on first use by :func:`ensure_synthetic`)."""
-    from anncore.data.synthetic import ensure_synthetic, synthetic_root
-
-    if config.data_root != SYNTHETIC:
-        return Path(config.data_root)
-    (height, width), (train, val) = config.synthetic_size, config.synthetic_scenes
-    settings = {"train": train, "val": val, "height": height, "width": width}
-    return ensure_synthetic(synthetic_root(**settings), **settings)
-
-
 def _datasets(config: TrainConfig, ctx: _Dist) -> tuple[Dataset, Dataset]:
     from anncore.data import CityscapesSegmentation, train_transforms, val_transforms
 
@@ -495,10 +260,10 @@ def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     if not config.resume:
-        raise FileExistsError(f"{path} exists: pass --resume to continue that run, or choose another --out")
+        raise OutputInUse(f"{path} exists: pass --resume to continue that run, or choose another --out")
     state = load_checkpoint(path)
     saved = state["config"]
-    changed = sorted(k for k, v in asdict(config).items() if saved.get(k, _plain(v)) != _plain(v))
+    changed = changed_settings(saved, config)
     differing = [k for k in changed if k not in RESUME_MAY_CHANGE]
     if differing:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in differing)
@@ -512,23 +277,6 @@ def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
         if changes:
             print(f"--resume with changed settings ({changes})", file=sys.stderr)
     return state
-
-
-#: Settings a resumed run may change: they do not change what the experiment is (its data, model, losses, seed).
-RESUME_MAY_CHANGE = frozenset(
-    {"resume", "workers", "data_root", "out", "device", "log_every", "val_every", "checkpoint_every", "lr", "iters",
-     "amp", "threads"}
-)  # fmt: skip
-
-
-def _plain(value: Any) -> Any:
-    """Config values as stored in a checkpoint (tuples become lists)."""
-    return list(value) if isinstance(value, tuple) else value
-
-
-def plain_config(config: TrainConfig) -> dict[str, Any]:
-    """``config`` as plain YAML/JSON values (what ``config.yaml`` and checkpoints hold)."""
-    return {k: _plain(v) for k, v in asdict(config).items()}
 
 
 class _Run:
@@ -795,36 +543,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI
-def build_parser() -> argparse.ArgumentParser:
-    """``python -m anncore train`` flags: ``--config FILE`` and one flag per :class:`TrainConfig` field."""
-    parser = argparse.ArgumentParser(
-        prog="python -m anncore train",
-        description="Train ANN or a baseline head (official Cityscapes recipe by default). Flags override the YAML "
-        "file given with --config. Multi-GPU: torchrun --nproc_per_node=K -m anncore train ...",
-    )
-    parser.add_argument("--config", metavar="FILE", help="YAML mapping of settings (e.g. params/cityscapes_r101.yaml)")
-    for f, hint in _field_types().items():
-        spec = next(x for x in fields(TrainConfig) if x.name == f)
-        kwargs: dict[str, Any] = {
-            "default": argparse.SUPPRESS,
-            "help": f"{spec.metadata['help']} (default: {spec.default})",
-            "dest": f,
-        }
-        base = _unwrap_optional(hint)
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif get_origin(base) in (tuple, list):
-            item = get_args(base)[0]
-            kwargs.update(type=item, nargs=len(get_args(base)) if get_origin(base) is tuple else "+")
-            kwargs["metavar"] = spec.metadata.get("metavar", item.__name__.upper())
-        else:
-            kwargs["type"] = base
-            if "choices" in spec.metadata:
-                kwargs["choices"] = spec.metadata["choices"]
-        parser.add_argument(f"--{f.replace('_', '-')}", **kwargs)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m anncore train`` (module docstring); returns the exit status."""
     args = vars(build_parser().parse_args(argv))

@@ -47,7 +47,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
 from torch import nn
 
 from anncore.blocks import AFNB, APNB, NonLocal2d, SelfAttention2d
-from anncore.data.cityscapes import CLASS_NAMES, IGNORE_INDEX, PALETTE, colorize
+from anncore.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE, colorize
 from anncore.pyramid import (
     DEFAULT_POOL_SIZES,
     cell_bounds,

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
-from anncore.data.cityscapes import colorize
+from anncore.data.labels import colorize
 from anncore.data.transforms import denormalize
 from anncore.pyramid import DEFAULT_POOL_SIZES
 from anncore.viz import (

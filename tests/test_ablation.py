@@ -23,10 +23,10 @@ from anncore.ablation import (
     vehicle_confusion_frame,
     write_ablation,
 )
+from anncore.config import load_config
 from anncore.cue import VEHICLES
 from anncore.data import CLASS_NAMES
 from anncore.data.synthetic import ensure_synthetic
-from anncore.train import load_config
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import pytest
 from anncore import AFNB, APNB, NonLocal2d
 from anncore.__main__ import main
 from anncore.checkpoint import load_checkpoint, non_finite, save_checkpoint
-from anncore.train import NonFiniteLossError, load_config, train
+from anncore.config import load_config
+from anncore.train import NonFiniteLossError, train
 
 RECIPE = (
     "data_root: synthetic\nsynthetic_size: [64, 128]\nsynthetic_scenes: [4, 2]\nbackbone: small\niters: 1\n"

@@ -40,7 +40,8 @@ def test_bad_input_prints_a_message_not_a_traceback(tmp_path):
 
 def _tiny_run(tmp_path):
     """A one-iteration run on a tiny synthetic set: its folder."""
-    from anncore.train import load_config, train
+    from anncore.config import load_config
+    from anncore.train import train
 
     out = tmp_path / "run"
     config = load_config(

@@ -16,7 +16,7 @@ from anncore.data import (
     colorize,
     train_id_to_label_id,
 )
-from anncore.data.cityscapes import LABEL_ID_TO_TRAIN_ID
+from anncore.data.labels import LABEL_ID_TO_TRAIN_ID
 from anncore.data.synthetic import write_synthetic_cityscapes
 
 H, W = 64, 128

@@ -11,7 +11,8 @@ from PIL import Image
 from torchvision.datasets import Cityscapes
 
 from anncore.__main__ import main
-from anncore.data.cityscapes import LABEL_ID_TO_TRAIN_ID, find_samples
+from anncore.data.cityscapes import find_samples
+from anncore.data.labels import LABEL_ID_TO_TRAIN_ID
 from anncore.data.synthetic import (
     CITIES,
     CUE_BOARDS,

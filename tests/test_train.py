@@ -1,4 +1,4 @@
-"""Training: configuration, the resumable sampler, exact resume after SIGKILL, non-finite loss, DDP on 2 CPU processes.
+"""Training: the optimiser and schedule, exact resume after SIGKILL, non-finite loss, DDP on 2 CPU processes.
 
 Everything runs on a tiny synthetic set (4 train / 2 val images at 64x128) with the small backbone on 32x64 crops.
 """
@@ -14,27 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from anncore.checkpoint import load_checkpoint, save_checkpoint, seeded
+from anncore.checkpoint import load_checkpoint, save_checkpoint
+from anncore.config import ConfigError, TrainConfig, data_root_of, load_config
 from anncore.data.synthetic import synthetic_root, write_synthetic_cityscapes
-from anncore.losses import CITYSCAPES_CLASS_WEIGHTS, SegmentationLoss
+from anncore.losses import SegmentationLoss
 from anncore.model import ANN, load_model
-from anncore.train import (
-    ConfigError,
-    NonFiniteLossError,
-    ResumableBatchSampler,
-    SeededSamples,
-    TrainConfig,
-    _poly,
-    amp_dtype,
-    build_optimizer,
-    build_parser,
-    data_root_of,
-    load_config,
-    sync_batchnorm,
-    train,
-)
+from anncore.train import NonFiniteLossError, _poly, amp_dtype, build_optimizer, sync_batchnorm, train
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses: see one_thread
@@ -73,23 +59,6 @@ def cli(out, data_root, **settings):
 
 
 # --------------------------------------------------------------------------------------------------------- config
-def test_defaults_are_the_official_recipe_and_the_params_files_load():
-    c = TrainConfig()
-    official = (c.lr, c.momentum, c.weight_decay, c.poly_power, c.aux_weight, c.ohem, c.ohem_thresh, c.ohem_min_kept)
-    assert official == (0.01, 0.9, 5e-4, 0.9, 0.4, True, 0.7, 100_000)
-    assert (c.iters, c.batch_size, c.crop, c.backbone, c.head) == (60_000, 8, (769, 769), "resnet101", "ann")
-    r101 = load_config(REPO / "params" / "cityscapes_r101.yaml")
-    assert r101.class_weights == list(CITYSCAPES_CLASS_WEIGHTS) and r101.pretrained == "imagenet"
-    course = load_config(REPO / "params" / "course_model.yaml")  # the synthetic CPU recipe (its header says why)
-    assert (course.backbone, course.optimizer, course.scale_range, course.data_root) == (
-        "small",
-        "adam",
-        (1.0, 1.0),
-        "synthetic",
-    )
-    assert (c.optimizer, c.scale_range, c.warmup_iters) == ("sgd", (0.5, 2.0), 0)  # official
-
-
 def test_recipe_options_optimiser_warmup_scale_and_synthetic_set():
     model = nn.Conv2d(1, 1, 1)
     assert isinstance(build_optimizer(model, TrainConfig()), torch.optim.SGD)
@@ -107,27 +76,6 @@ def test_recipe_options_optimiser_warmup_scale_and_synthetic_set():
     assert data_root_of(TrainConfig(data_root="some/where")) == Path("some/where")
 
 
-def test_yaml_then_flags_and_errors_naming_the_key(tmp_path):
-    (tmp_path / "c.yaml").write_text("iters: 7\ncrop: [64, 128]\nlr: 1\npretrained: none\nhead: nl\n")
-    args = vars(build_parser().parse_args(["--config", str(tmp_path / "c.yaml"), "--head", "fcn", "--no-ohem"]))
-    config = load_config(args.pop("config"), **args)
-    assert (config.iters, config.crop, config.lr, config.pretrained) == (7, (64, 128), 1.0, None)
-    assert (config.head, config.ohem) == ("fcn", False)  # the flags win
-    (tmp_path / "bad.yaml").write_text("iters: 7\nlearning_rate: 0.1\n")
-    with pytest.raises(ConfigError, match=r"unknown config keys \['learning_rate'\]"):
-        load_config(tmp_path / "bad.yaml")
-    with pytest.raises(ConfigError, match="iters must be int, got str 'ten'"):
-        TrainConfig(iters="ten")
-    with pytest.raises(ConfigError, match=r"crop must be a list of 2 ints"):
-        TrainConfig(crop=[1, 2, 3])
-    with pytest.raises(ConfigError, match=r"class_weights\[1\] must be float"):
-        TrainConfig(class_weights=[1.0, "x"])
-    with pytest.raises(ConfigError, match="head must be one of"):
-        TrainConfig(head="psp")
-    with pytest.raises(ConfigError, match="batch_size must be > 0"):
-        TrainConfig(batch_size=0)
-
-
 def test_amp_dtype_choice():
     assert amp_dtype(False, torch.device("cpu")) is None
     assert amp_dtype(True, torch.device("cpu")) is torch.bfloat16
@@ -140,43 +88,6 @@ def test_sync_batchnorm_only_for_several_gpu_processes():
     assert sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()) > 10
     model, converted = sync_batchnorm(ANN(19, "small", "ann"), 2, torch.device("cpu"))
     assert not converted and not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
-
-
-# ---------------------------------------------------------------------------------------------------------- data
-def test_sampler_batches_are_a_function_of_seed_and_iteration():
-    full = list(ResumableBatchSampler(10, 4, seed=3, start=0, stop=9))
-    assert list(ResumableBatchSampler(10, 4, seed=3, start=5, stop=9)) == full[5:]  # a resume sees the same batches
-    for epoch in range(3):  # 2 batches per epoch (drop_last): distinct images within an epoch
-        indices = [i for batch in full[2 * epoch : 2 * epoch + 2] for i, _ in batch]
-        assert len(set(indices)) == 8
-    assert full[0] != full[2] and full != list(ResumableBatchSampler(10, 4, seed=4, start=0, stop=9))
-    shares = [list(ResumableBatchSampler(10, 4, 3, 0, 9, rank=r, world_size=2)) for r in range(2)]
-    assert [a + b for a, b in zip(*shares, strict=True)] == full  # ranks split every global batch
-    with pytest.raises(ConfigError, match="multiple of the number of processes 3"):
-        ResumableBatchSampler(10, 4, 0, 0, 1, world_size=3)
-    with pytest.raises(ConfigError, match="larger than the training set"):
-        ResumableBatchSampler(3, 4, 0, 0, 1)
-
-
-def test_seeded_samples_fix_augmentation_and_leave_global_rng_alone(data_root):
-    from anncore.data import CityscapesSegmentation, train_transforms
-
-    samples = SeededSamples(CityscapesSegmentation(data_root, "train", train_transforms(crop_size=(32, 64))))
-    torch.manual_seed(0)
-    before = torch.get_rng_state()
-    a, b, c = samples[(1, 11)], samples[(1, 11)], samples[(1, 12)]
-    assert torch.equal(torch.get_rng_state(), before)
-    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
-    with seeded(5):
-        x = torch.rand(3)
-    with seeded(5):
-        assert torch.equal(torch.rand(3), x)
-    batches = {
-        workers: list(DataLoader(samples, batch_sampler=ResumableBatchSampler(4, 2, 0, 0, 3), num_workers=workers))
-        for workers in (0, 2)
-    }
-    for (images0, masks0), (images2, masks2) in zip(batches[0], batches[2], strict=True):  # workers change nothing
-        assert torch.equal(images0, images2) and torch.equal(masks0, masks2)
 
 
 # -------------------------------------------------------------------------------------------------- runs and files

@@ -13,7 +13,7 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from anncore.data import colorize, val_transforms
-from anncore.data.cityscapes import LABEL_ID_TO_TRAIN_ID, lookup
+from anncore.data.labels import LABEL_ID_TO_TRAIN_ID, lookup
 from anncore.data.synthetic import make_scene
 from anncore.model import ANN
 from anncore.viz import attention_overlay, plot_query_attention

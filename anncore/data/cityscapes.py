@@ -1,4 +1,4 @@
-"""Cityscapes: the 19 train ids (names, colours, id lookups) and the semantic-segmentation loader.
+"""The Cityscapes semantic-segmentation loader: the file layout, checked once, and the dataset.
 
 Layout (official release, ``leftImg8bit_trainvaltest.zip`` + ``gtFine_trainvaltest.zip``)::
 
@@ -6,12 +6,8 @@ Layout (official release, ``leftImg8bit_trainvaltest.zip`` + ``gtFine_trainvalte
     {root}/gtFine/{split}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_labelIds.png    uint8 label ids
     {root}/gtFine/{split}/{city}/{same stem}_gtFine_labelTrainIds.png                 csCreateTrainIdLabelImgs
 
-2975 train, 500 val and 1525 test images (test labels are withheld); city names contain no ``_``.
-
-The label table is torchvision's ``datasets.Cityscapes.classes``, a copy of the official
-``cityscapesscripts.helpers.labels``: 34 label ids (plus ``license plate``, id -1, never in a PNG). The 19 evaluated
-classes are the label ids 7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33, in that order
-(train ids 0..18); every other label id maps to 255, ignored in training and evaluation.
+2975 train, 500 val and 1525 test images (test labels are withheld); city names contain no ``_``. Label ids become
+train ids with the table in :mod:`anncore.data.labels`.
 """
 
 from __future__ import annotations
@@ -23,62 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision import tv_tensors
-from torchvision.datasets import Cityscapes
 
-#: Every official label by name (``name, id, train_id, category, ..., has_instances, ignore_in_eval, color``).
-LABELS = {label.name: label for label in Cityscapes.classes if label.id >= 0}
-_TRAIN_LABELS = sorted((label for label in LABELS.values() if label.train_id != 255), key=lambda label: label.train_id)
-
-IGNORE_INDEX = 255
-CLASS_NAMES: tuple[str, ...] = tuple(label.name for label in _TRAIN_LABELS)
-NUM_CLASSES = len(CLASS_NAMES)
-#: Official colours of the 19 train ids, ``(19, 3)`` uint8 RGB.
-PALETTE: np.ndarray = np.array([label.color for label in _TRAIN_LABELS], dtype=np.uint8)
-
-#: ``labelIds`` value -> train id (255 for void ids); -1 marks a value that is no Cityscapes label id.
-LABEL_ID_TO_TRAIN_ID = np.full(256, -1, dtype=np.int16)
-for _label in LABELS.values():
-    LABEL_ID_TO_TRAIN_ID[_label.id] = _label.train_id
-#: ``labelTrainIds`` value -> itself for 0..18 and 255; -1 marks anything else.
-TRAIN_ID_TO_TRAIN_ID = np.full(256, -1, dtype=np.int16)
-TRAIN_ID_TO_TRAIN_ID[:NUM_CLASSES] = np.arange(NUM_CLASSES)
-TRAIN_ID_TO_TRAIN_ID[IGNORE_INDEX] = IGNORE_INDEX
-#: Train id -> label id for submissions (255 -> 0, ``unlabeled``); -1 marks anything else.
-TRAIN_ID_TO_LABEL_ID = np.full(256, -1, dtype=np.int16)
-TRAIN_ID_TO_LABEL_ID[:NUM_CLASSES] = [label.id for label in _TRAIN_LABELS]
-TRAIN_ID_TO_LABEL_ID[IGNORE_INDEX] = LABELS["unlabeled"].id
-
-
-def lookup(values: np.ndarray | torch.Tensor, table: np.ndarray, what: str) -> np.ndarray:
-    """``table[values]`` for integer ``values`` in 0..255; raises naming ``what`` and the bad values when a value
-    is outside the table's domain (table entry -1)."""
-    array = values.numpy(force=True) if isinstance(values, torch.Tensor) else np.asarray(values)
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"{what}: expected an integer array, got dtype {array.dtype}")
-    inside = (array >= 0) & (array <= 255)
-    mapped = np.full(array.shape, -1, dtype=np.int16)
-    mapped[inside] = table[array[inside]]
-    if (mapped < 0).any():
-        bad = np.unique(array[mapped < 0])[:10].tolist()
-        raise ValueError(f"{what}: values {bad} are not valid here")
-    return mapped
-
-
-def colorize(mask: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Train-id mask ``(H, W)`` -> ``(H, W, 3)`` uint8 RGB with the official :data:`PALETTE`; 255 (ignore) is
-    black, as in the official ``_gtFine_color.png`` for void labels."""
-    colours = np.zeros((256, 3), dtype=np.uint8)
-    colours[:NUM_CLASSES] = PALETTE
-    return colours[lookup(mask, TRAIN_ID_TO_TRAIN_ID, "colorize: mask must hold train ids 0..18 or 255")]
-
-
-def train_id_to_label_id(mask: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """Train ids -> Cityscapes label ids (255 -> 0), the space ``evalPixelLevelSemanticLabeling`` reads; returns
-    the same type (numpy or torch) and shape as ``mask``, dtype uint8."""
-    ids = lookup(mask, TRAIN_ID_TO_LABEL_ID, "train_id_to_label_id: mask must hold train ids 0..18 or 255")
-    ids = ids.astype(np.uint8)
-    return torch.from_numpy(ids) if isinstance(mask, torch.Tensor) else ids
-
+from anncore.data.labels import LABEL_ID_TO_TRAIN_ID, TRAIN_ID_TO_TRAIN_ID, lookup
+from anncore.data.transforms import val_transforms
+from anncore.errors import BadInput
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIX, LABEL_SUFFIXES = "_leftImg8bit.png", ("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png")
@@ -104,7 +48,7 @@ def _png_size(path: Path) -> tuple[int, int]:
                 raise ValueError(f"format {png.format}")
             return png.height, png.width
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable PNG ({err})") from err
+        raise BadInput(f"{path}: not a readable PNG ({err})") from err
 
 
 def _by_stem(folder: Path, suffix: str) -> dict[str, Path]:
@@ -119,7 +63,7 @@ def find_samples(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     Raises ``FileNotFoundError`` (layout) or ``ValueError`` (a file), naming what is wrong and where."""
     root = Path(root)
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise BadInput(f"split must be one of {SPLITS}, got {split!r}")
     for folder in (root, root / "leftImg8bit" / split, root / "gtFine" / split):
         if not folder.is_dir():
             raise _layout_error(f"Cityscapes folder missing: {folder}", root, split)
@@ -136,7 +80,7 @@ def find_samples(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     samples = [(images[key], labels[key]) for key in sorted(images)]
     for image, label in samples:
         if _png_size(image) != _png_size(label):
-            raise ValueError(f"{label}: label size {_png_size(label)} differs from image {image} {_png_size(image)}")
+            raise BadInput(f"{label}: label size {_png_size(label)} differs from image {image} {_png_size(image)}")
     return samples
 
 
@@ -159,8 +103,6 @@ class CityscapesSegmentation(torch.utils.data.Dataset):
         split: str = "train",
         transforms: Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
-        from anncore.data.transforms import val_transforms  # here: that module imports IGNORE_INDEX from this one
-
         self.root, self.split = Path(root), split
         self.samples = find_samples(self.root, split)
         self.transforms = val_transforms() if transforms is None else transforms
@@ -177,9 +119,7 @@ class CityscapesSegmentation(torch.utils.data.Dataset):
         image_path, label_path = self.samples[index]
         image, label = _read_png(image_path, "RGB"), _read_png(label_path, "L")
         if label.shape != image.shape[:2]:
-            raise ValueError(
-                f"{label_path}: label size {label.shape} differs from image {image_path} {image.shape[:2]}"
-            )
+            raise BadInput(f"{label_path}: label size {label.shape} differs from image {image_path} {image.shape[:2]}")
         if label_path.name.endswith(LABEL_SUFFIXES[0]):
             table, expected = TRAIN_ID_TO_TRAIN_ID, "train ids 0..18 or 255"
         else:
@@ -207,4 +147,4 @@ def _read_png(path: Path, mode: str) -> np.ndarray:
                 raise ValueError(f"expected a single-channel 8-bit label PNG, got PIL mode {png.mode}")
             return np.array(png.convert(mode))
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: cannot decode PNG ({err})") from err
+        raise BadInput(f"{path}: cannot decode PNG ({err})") from err

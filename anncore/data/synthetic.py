@@ -68,7 +68,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
-from anncore.data.cityscapes import LABELS
+from anncore.data.labels import LABELS
+from anncore.errors import BadInput, OutputInUse
 
 #: Where the course keeps the generated set: ``data/generated/`` of the repository (git-ignored).
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "data" / "generated" / "synthetic_cityscapes"
@@ -531,10 +532,10 @@ def render_scene(seed: int, height: int = 256, width: int = 512, cue: str | None
     forces the vehicle class (``car``, ``truck`` or ``bus``) and changes nothing else but the board: the same seed
     with another cue gives the same pixels outside the board, and the same labels outside the vehicles."""
     if cue is not None and cue not in CUE_BOARDS:
-        raise ValueError(f"cue must be one of {tuple(CUE_BOARDS)} or None, got {cue!r}")
+        raise BadInput(f"cue must be one of {tuple(CUE_BOARDS)} or None, got {cue!r}")
     for name, value, least in (("height", height, 32), ("width", width, 64)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+            raise BadInput(f"{name} must be an int >= {least}, got {value!r}")
     street = _Street(np.random.default_rng(seed), height, width, cue)
     street.compose()
     return street.render()
@@ -560,7 +561,7 @@ def frame_scene(
     city, seq = image_id.split("_")[:2]
     cities = CITIES[split]
     if city not in cities:
-        raise ValueError(f"{image_id!r} is not a frame of the synthetic {split} split (cities {cities})")
+        raise BadInput(f"{image_id!r} is not a frame of the synthetic {split} split (cities {cities})")
     index = int(seq) * len(cities) + cities.index(city)
     return render_scene(scene_seed(seed, split, index), height, width, cue)
 
@@ -600,10 +601,10 @@ def write_synthetic_cityscapes(
     """
     for name, value in (("train", train), ("val", val)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive number of images, got {value!r}")
+            raise BadInput(f"{name} must be a positive number of images, got {value!r}")
     root = Path(root)
     if root.exists() and any(root.iterdir()) and not (root / MANIFEST).is_file():
-        raise FileExistsError(f"{root} exists and is not a synthetic set written by anncore (no {MANIFEST}); "
+        raise OutputInUse(f"{root} exists and is not a synthetic set written by anncore (no {MANIFEST}); "
                               "refusing to overwrite it: pass another root or remove it")  # fmt: skip
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
