@@ -38,6 +38,7 @@ cityscapes: $(STAMP)
 ## ruff, the unit tests, and every notebook re-executed against its committed outputs (nbval)
 test: $(STAMP) chromium
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest tests notebooks $(NBVAL)
 
 lint: $(STAMP)

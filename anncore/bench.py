@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -39,6 +39,9 @@ from anncore.blocks import APNB, NonLocal2d, SelfAttention2d
 from anncore.cost import MAX_TIMED_CALLS, Cost, attention_flops, attention_matrix_bytes, measure, memory_method
 from anncore.env import environment_report, pick_device
 from anncore.pyramid import DEFAULT_POOL_SIZES, num_anchors
+
+if TYPE_CHECKING:  # pandas is a `course` extra; `python -m anncore bench` runs without it
+    import pandas as pd
 
 SUITES = ("paper", "sweep")
 MODES = ("forward", "forward+backward")
@@ -390,7 +393,9 @@ def load_documents(folder: Path, pattern: str = "*.json") -> list[dict]:
 
 def results_frame(documents: Sequence[dict]) -> pd.DataFrame:
     """Every result row of ``documents`` as one table, with the run's suite, device, dtype, memory format and
-    torch version on each row, and ``peak_mib``, ``gflop`` columns for plotting."""
+    torch version on each row, and ``peak_mib``, ``gflop`` columns for plotting (needs pandas, a `course` extra)."""
+    import pandas as pd
+
     rows = []
     for document in documents:
         env = document["env"]
