@@ -47,9 +47,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from anncore.data.synthetic import DEFAULT_ROOT, write_synthetic_cityscapes
+    from anncore.data.root import SyntheticSet
+    from anncore.data.synthetic import write_synthetic_cityscapes
 
-    out = args.out or DEFAULT_ROOT
+    out = args.out or SyntheticSet(args.train, args.val, args.height, args.width, args.seed).root
     root = write_synthetic_cityscapes(out, args.train, args.val, args.height, args.width, args.seed)
     print(f"synthetic Cityscapes: {args.train} train + {args.val} val images ({args.height}x{args.width}) in {root}")
     return 0
@@ -182,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     synth = commands.add_parser("synth", help="write a synthetic data set in the exact Cityscapes layout")
-    synth.add_argument("--out", help="output folder (default: data/generated/synthetic_cityscapes in the repository)")
+    synth.add_argument(
+        "--out",
+        help="output folder (default: where the data-root rule looks for these settings: under $ANNCORE_DATA, "
+        "else data/generated/ of the checkout)",
+    )
     synth.add_argument("--train", type=int, default=40, help="train images (default: 40)")
     synth.add_argument("--val", type=int, default=10, help="val images (default: 10)")
     synth.add_argument("--height", type=int, default=256, help="image height (default: 256; real Cityscapes 1024)")
@@ -235,16 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; a bad input (a missing file, a wrong value) prints its message, not a traceback, and
-    exits with status 2, as argparse does for bad flags."""
+    """Run one command. A user's mistake (:class:`~anncore.errors.UserError`) or the file system's refusal (a missing
+    file, no permission, a full disk) prints one line naming what to fix and exits with status 2, as argparse does
+    for bad flags; any other exception is a bug and keeps its traceback. ``--debug`` shows the traceback of all."""
+    from anncore.errors import UserError
+
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (UserError, OSError) as err:
         if args.debug:
             raise
-        print(f"python -m anncore {args.command}: error: {err} (--debug shows the traceback)", file=sys.stderr)
+        print(
+            f"python -m anncore {args.command}: error: {_one_line(err)} (--debug shows the traceback)", file=sys.stderr
+        )
         return 2
+
+
+def _one_line(err: Exception) -> str:
+    """``err``'s message; for an ``OSError``, its reason and the file it names (``No space left on device: F``)."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return str(err)
 
 
 if __name__ == "__main__":

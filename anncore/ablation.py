@@ -39,7 +39,7 @@ from anncore.config import TrainConfig, data_root_of, plain_config
 from anncore.cost import time_step
 from anncore.cue import VEHICLES, board_swap, val_scenes
 from anncore.data import CLASS_NAMES
-from anncore.data.synthetic import MANIFEST, resolve_data_root
+from anncore.data.synthetic import MANIFEST
 from anncore.env import pick_device
 from anncore.errors import BadInput
 from anncore.jsonfile import write_json
@@ -65,13 +65,6 @@ def clear_run(out: str | Path) -> None:
     """Delete the files a previous training run wrote into ``out`` (nothing else), so a new run starts fresh."""
     for name in RUN_FILES:
         (Path(out) / name).unlink(missing_ok=True)
-
-
-def course_data_root(data_root: str | Path, synthetic_root: Path, size: Sequence[int], seed: int = 0) -> Path:
-    """``data_root`` when given, else ``$CITYSCAPES_DATASET`` when set, else the synthetic set of ``size`` (H, W)
-    under ``synthetic_root`` (40 train / 10 val frames, written on first use by :func:`ensure_synthetic`)."""
-    height, width = size
-    return resolve_data_root(str(data_root), synthetic_root, height=height, width=width, seed=seed)
 
 
 def is_synthetic(root: Path) -> bool:

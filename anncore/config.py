@@ -19,10 +19,10 @@ import yaml
 
 from anncore.attention import ATTENTION_PATHS
 from anncore.backbone import BACKBONES
+from anncore.data.root import SYNTHETIC, resolve_data_root, synthetic_set_of
 from anncore.errors import BadInput
 from anncore.model import HEADS
 
-SYNTHETIC = "synthetic"
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
 
@@ -40,8 +40,9 @@ class TrainConfig:
     """
 
     data_root: str = _opt(
-        "data/cityscapes",
-        f"Cityscapes root (leftImg8bit/, gtFine/), or {SYNTHETIC!r}: the embedded synthetic set, generated if missing",
+        "",
+        f"Cityscapes root (leftImg8bit/, gtFine/); empty: $CITYSCAPES_DATASET, else the synthetic set; {SYNTHETIC!r}: "
+        "the synthetic set (written if missing)",
     )
     out: str = _opt("runs/train", "output folder: checkpoint.pt, log.jsonl, metrics.json, config.yaml")
     iters: int = _opt(60_000, "training iterations (official 60000)")
@@ -191,15 +192,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
 
 
 def data_root_of(config: TrainConfig) -> Path:
-    """Where ``config`` reads its data: ``data_root``, or for ``synthetic`` the set of ``synthetic_size`` and
-    ``synthetic_scenes`` under ``data/generated/`` (written on first use by :func:`ensure_synthetic`)."""
-    from anncore.data.synthetic import ensure_synthetic, synthetic_root
-
-    if config.data_root != SYNTHETIC:
-        return Path(config.data_root)
-    (height, width), (train, val) = config.synthetic_size, config.synthetic_scenes
-    settings = {"train": train, "val": val, "height": height, "width": width}
-    return ensure_synthetic(synthetic_root(**settings), **settings)
+    """Where ``config`` reads its data: the one data-root rule (:func:`~anncore.data.root.resolve_data_root`), the
+    synthetic set being that of ``synthetic_size`` and ``synthetic_scenes``."""
+    return resolve_data_root(config.data_root, synthetic_set_of(asdict(config)))
 
 
 #: Settings a resumed run may change: they do not change what the experiment is (its data, model, losses, seed).

@@ -146,16 +146,13 @@ def cue_settings(
     """The :func:`board_swap` arguments for a checkpoint: ``size`` and ``seed`` default to those of the synthetic
     set it was trained on (its recorded training config), else 128x256 and seed 0."""
     from anncore.checkpoint import load_checkpoint
-    from anncore.data.synthetic import synthetic_root
+    from anncore.data.root import SYNTHETIC, synthetic_set_of
 
     config = load_checkpoint(checkpoint).get("config", {})
-    trained: dict[str, object] = {"size": (128, 256), "seed": 0}
-    if config.get("data_root") == "synthetic":  # the set anncore.config.data_root_of writes for this config
-        (height, width), (train, val) = config["synthetic_size"], config["synthetic_scenes"]
-        trained = {"size": (height, width), "seed": 0}
-        trained = val_scenes(synthetic_root(train, val, height, width)) or trained
-    elif config.get("data_root"):
-        trained = val_scenes(config["data_root"]) or trained
+    synthetic = synthetic_set_of(config)
+    trained: dict[str, object] = {"size": (synthetic.height, synthetic.width), "seed": synthetic.seed}
+    given = config.get("data_root") or ""
+    trained = val_scenes(synthetic.root if given in ("", SYNTHETIC) else given) or trained
     return {
         "scenes": scenes,
         "size": tuple(size) if size else trained["size"],

@@ -222,22 +222,15 @@ def inference_config(
 
 
 def evaluation_data_root(checkpoint: str | Path, data_root: str | Path | None = None) -> Path:
-    """Where to evaluate ``checkpoint``: ``data_root`` when given, else ``$CITYSCAPES_DATASET`` when set, else the
-    synthetic set the checkpoint was trained on (its recorded config, e.g. the course model's 128x256 set)."""
-    import os
-
+    """Where to evaluate ``checkpoint``: the one data-root rule (:func:`~anncore.data.root.resolve_data_root`), the
+    synthetic set being the one the checkpoint was trained on (its recorded config, e.g. the course model's 128x256
+    set of 400 + 30 scenes)."""
     from anncore.checkpoint import load_checkpoint
-    from anncore.config import SYNTHETIC, data_root_of, load_config
-    from anncore.data.synthetic import resolve_data_root
+    from anncore.data.root import resolve_data_root, synthetic_set_of
     from anncore.model import resolve_checkpoint
 
-    if data_root or os.environ.get("CITYSCAPES_DATASET"):
-        return resolve_data_root(data_root)
     trained = load_checkpoint(resolve_checkpoint(checkpoint)).get("config", {})
-    if trained.get("data_root") == SYNTHETIC:
-        known = {k: v for k, v in trained.items() if k in ("data_root", "synthetic_size", "synthetic_scenes")}
-        return data_root_of(load_config(**known))
-    return resolve_data_root(None)
+    return resolve_data_root(data_root, synthetic_set_of(trained))
 
 
 def run_evaluation(

@@ -544,14 +544,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------------------ CLI
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m anncore train`` (module docstring); returns the exit status."""
+    """``python -m anncore train`` (module docstring); returns the exit status. A user's mistake propagates to
+    :func:`anncore.__main__.main`, which prints it as one line (exit 2)."""
     args = vars(build_parser().parse_args(argv))
     try:
-        config = load_config(args.pop("config", None), **args)
-        train(config)
-    except (ConfigError, FileExistsError, FileNotFoundError) as err:  # a setting or a path to fix
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        train(load_config(args.pop("config", None), **args))
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -14,7 +14,6 @@ from anncore.ablation import (
     SUMMARISED,
     ablation_frame,
     clear_run,
-    course_data_root,
     is_synthetic,
     latest_ablation,
     per_class_frame,
@@ -120,9 +119,5 @@ def test_clear_run_deletes_only_run_files(tmp_path: Path) -> None:
     clear_run(tmp_path / "missing")  # nothing to delete is fine
 
 
-def test_course_data_root_precedence(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CITYSCAPES_DATASET", str(tmp_path / "real"))
-    assert course_data_root("given", tmp_path, (64, 128)) == Path("given")
-    assert course_data_root("", tmp_path, (64, 128)) == tmp_path / "real"
-    monkeypatch.delenv("CITYSCAPES_DATASET")
+def test_is_synthetic(tiny_root: Path, tmp_path: Path) -> None:
     assert is_synthetic(tiny_root) and not is_synthetic(tmp_path)

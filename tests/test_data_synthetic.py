@@ -21,7 +21,6 @@ from anncore.data.synthetic import (
     frame_scene,
     make_scene,
     render_scene,
-    resolve_data_root,
     write_synthetic_cityscapes,
 )
 
@@ -175,12 +174,6 @@ def test_ensure_synthetic_writes_once_and_never_over_foreign_data(tmp_path):
     with pytest.raises(FileExistsError, match="refusing"):
         ensure_synthetic(foreign, train=1, val=1, height=H, width=W)
     assert (foreign / "leftImg8bit").is_dir()
-
-
-def test_resolve_data_root_prefers_argument_then_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("CITYSCAPES_DATASET", str(tmp_path / "env"))
-    assert resolve_data_root(tmp_path / "arg") == tmp_path / "arg"
-    assert resolve_data_root("") == tmp_path / "env"
 
 
 def test_cli_synth(tmp_path, capsys):

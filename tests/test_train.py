@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from anncore.checkpoint import load_checkpoint, save_checkpoint
-from anncore.config import ConfigError, TrainConfig, data_root_of, load_config
-from anncore.data.synthetic import synthetic_root, write_synthetic_cityscapes
+from anncore.config import ConfigError, TrainConfig, load_config
+from anncore.data.synthetic import write_synthetic_cityscapes
 from anncore.losses import SegmentationLoss
 from anncore.model import ANN, load_model
 from anncore.train import NonFiniteLossError, _poly, amp_dtype, build_optimizer, sync_batchnorm, train
@@ -71,9 +71,6 @@ def test_recipe_options_optimiser_warmup_scale_and_synthetic_set():
         TrainConfig(scale_range=[2.0, 1.0])
     with pytest.raises(ConfigError, match="optimizer must be one of"):
         TrainConfig(optimizer="lamb")
-    small = TrainConfig(data_root="synthetic", synthetic_size=[32, 64], synthetic_scenes=[2, 1])
-    assert data_root_of(small) == synthetic_root(train=2, val=1, height=32, width=64)
-    assert data_root_of(TrainConfig(data_root="some/where")) == Path("some/where")
 
 
 def test_amp_dtype_choice():

@@ -58,7 +58,6 @@ polygons reproduces ``_labelTrainIds.png``. Everything is a function of the seed
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,8 +70,6 @@ from tqdm.auto import tqdm
 from anncore.data.labels import LABELS
 from anncore.errors import BadInput, OutputInUse
 
-#: Where the course keeps the generated set: ``data/generated/`` of the repository (git-ignored).
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "data" / "generated" / "synthetic_cityscapes"
 #: Bumped whenever the generator's output changes, so :func:`ensure_synthetic` regenerates stale sets.
 GENERATOR_VERSION = 2
 MANIFEST = "synthetic.json"
@@ -590,7 +587,7 @@ def _settings(train: int, val: int, height: int, width: int, seed: int) -> dict:
 
 
 def write_synthetic_cityscapes(
-    root: str | Path = DEFAULT_ROOT, train: int = 40, val: int = 10, height: int = 256, width: int = 512, seed: int = 0
+    root: str | Path, train: int = 40, val: int = 10, height: int = 256, width: int = 512, seed: int = 0
 ) -> Path:
     """Write ``train`` + ``val`` scenes in the Cityscapes layout under ``root`` and return ``root``.
 
@@ -626,7 +623,7 @@ def write_synthetic_cityscapes(
 
 
 def ensure_synthetic(
-    root: str | Path = DEFAULT_ROOT, train: int = 40, val: int = 10, height: int = 256, width: int = 512, seed: int = 0
+    root: str | Path, train: int = 40, val: int = 10, height: int = 256, width: int = 512, seed: int = 0
 ) -> Path:
     """The synthetic set under ``root`` with these settings: written by :func:`write_synthetic_cityscapes` unless
     ``root/synthetic.json`` already records exactly these settings (and this generator version)."""
@@ -636,25 +633,3 @@ def ensure_synthetic(
         if {key: recorded.get(key) for key in wanted} == wanted:
             return Path(root)
     return write_synthetic_cityscapes(root, train, val, height, width, seed)
-
-
-def synthetic_root(train: int = 40, val: int = 10, height: int = 256, width: int = 512, seed: int = 0) -> Path:
-    """The folder under ``data/generated/`` that holds the set with these settings: :data:`DEFAULT_ROOT` for the
-    defaults, a sibling named after the settings otherwise, so sets of different sizes never overwrite each other."""
-    if (train, val, height, width, seed) == (40, 10, 256, 512, 0):
-        return DEFAULT_ROOT
-    return DEFAULT_ROOT.with_name(f"{DEFAULT_ROOT.name}_{height}x{width}_{train}+{val}_seed{seed}")
-
-
-def resolve_data_root(
-    data_root: str | Path | None = None, synthetic_root: str | Path = DEFAULT_ROOT, **synthetic: int
-) -> Path:
-    """Where the course reads Cityscapes from: ``data_root`` when given (a notebook's ``DATA_ROOT``, a command's
-    ``--data-root``), else ``$CITYSCAPES_DATASET`` (the variable cityscapesscripts reads), else the synthetic set
-    under ``data/generated/``, written on first use by :func:`ensure_synthetic` with the ``synthetic`` settings
-    (``train``, ``val``, ``height``, ``width``, ``seed``). The word ``"synthetic"`` asks for that set explicitly
-    (as ``python -m anncore train --data-root synthetic`` does)."""
-    if str(data_root) == "synthetic":
-        return ensure_synthetic(synthetic_root, **synthetic)
-    chosen = data_root or os.environ.get("CITYSCAPES_DATASET")
-    return Path(chosen).expanduser() if chosen else ensure_synthetic(synthetic_root, **synthetic)
