@@ -28,18 +28,9 @@ from torch import nn
 
 from anncore.data.labels import colorize
 from anncore.data.transforms import denormalize
+from anncore.probe import CapturedAttention, capture_attention, cell_centre, image_to_cell, pixel_attention
 from anncore.pyramid import DEFAULT_POOL_SIZES
-from anncore.viz import (
-    CapturedAttention,
-    anchor_grids,
-    anchor_level_maps,
-    attention_overlay,
-    capture_attention,
-    cell_centre,
-    image_to_cell,
-    pixel_attention,
-    plot_query_attention,
-)
+from anncore.viz import anchor_grids, anchor_level_maps, attention_overlay, plot_query_attention
 
 IMAGE_CLASS = "ann-attention-image"  # CSS classes, so a browser test can find the elements
 ANCHOR_CLASS = "ann-anchor-image"
@@ -72,7 +63,7 @@ class QueryView:
     """What the explorer shows: one block's attention for one query cell of one image.
 
     ``anchor_weights`` is ``(S,)`` for APNB/AFNB and ``None`` for a non-local block; ``pixel_map`` is ``(h, w)``
-    over the key map (:func:`anncore.viz.pixel_attention`).
+    over the key map (:func:`anncore.probe.pixel_attention`).
     """
 
     image_index: int
@@ -107,14 +98,14 @@ class AttentionExplorer:
         zoom: integer factor the images are enlarged by for display (default: the smallest that makes them at
             least :data:`DISPLAY_WIDTH` pixels wide), so small synthetic images are not blurred by the browser.
         without_pyramid: also offer each APNB/AFNB with its pyramid removed
-            (:meth:`anncore.viz.CapturedAttention.without_pyramid`: the non-local block with the same trained
+            (:meth:`anncore.probe.CapturedAttention.without_pyramid`: the non-local block with the same trained
             projections), to compare the two on one query.
 
     Widgets: a menu of images and one of blocks (``AFNB``, ``APNB``, ``NL``: those the model has), row and column
     sliders for the query cell, the image with the block's per-pixel attention (CSS class ``ann-attention-image``),
     the anchor weights on each pyramid level's grid (``ann-anchor-image``; APNB/AFNB only) and the prediction next
     to the label (``ann-prediction-image``). Display it as a notebook cell's value. Changing the image runs one
-    forward; moving the query only recomputes the chosen row (:meth:`anncore.viz.CapturedAttention.rows`).
+    forward; moving the query only recomputes the chosen row (:meth:`anncore.probe.CapturedAttention.rows`).
     """
 
     def __init__(
@@ -214,7 +205,7 @@ class AttentionExplorer:
         return self._refresh()
 
     def view(self) -> QueryView:
-        """The current view's numbers, from :class:`anncore.viz.CapturedAttention` (nothing cached)."""
+        """The current view's numbers, from :class:`anncore.probe.CapturedAttention` (nothing cached)."""
         captured = self.capture.blocks[self.block_menu.value]
         weights = captured.rows([self.cell])[0, 0]
         pixel_map = pixel_attention(weights, captured.key_size, captured.pool_sizes)
