@@ -80,7 +80,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _cue(args: argparse.Namespace) -> int:
     from anncore.cue import VEHICLES, board_swap, cue_settings
     from anncore.env import pick_device
-    from anncore.jsonfile import write_json
+    from anncore.files import write_json
     from anncore.model import load_model, resolve_checkpoint
 
     checkpoint = resolve_checkpoint(args.checkpoint)

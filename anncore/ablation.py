@@ -25,7 +25,6 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from anncore.data import CLASS_NAMES
 from anncore.data.synthetic import MANIFEST
 from anncore.env import pick_device
 from anncore.errors import BadInput
-from anncore.jsonfile import write_json
+from anncore.files import utc_stamp, write_json
 from anncore.model import load_model
 from anncore.train import train
 
@@ -205,7 +204,7 @@ def run_ablation(
         runs = [run_record(config, size, device) for config in configs]
     return {
         "kind": "ablation",
-        "created": datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"),
+        "created": utc_stamp(),
         "data": "synthetic" if is_synthetic(data_root_of(base)) else "cityscapes",
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

@@ -26,7 +26,6 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +37,7 @@ from anncore.attention import SDPA_BACKENDS
 from anncore.blocks import APNB, NonLocal2d, SelfAttention2d
 from anncore.cost import MAX_TIMED_CALLS, Cost, attention_flops, attention_matrix_bytes, measure, memory_method
 from anncore.env import environment_report, pick_device
+from anncore.files import utc_stamp, write_json
 from anncore.pyramid import DEFAULT_POOL_SIZES, num_anchors
 
 if TYPE_CHECKING:  # pandas is a `course` extra; `python -m anncore bench` runs without it
@@ -319,7 +319,7 @@ def run_suite(config: BenchConfig, progress: bool = True) -> list[dict]:
 
 
 def _run_suite(config: BenchConfig, progress: bool) -> list[dict]:
-    created = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    created = utc_stamp()
     env = _environment(config.device)
     documents = []
     for dtype in config.dtypes:
@@ -377,13 +377,7 @@ def result_path(out_dir: Path, document: dict) -> Path:
 
 def write_documents(documents: Sequence[dict], out_dir: Path) -> list[Path]:
     """Write each run document as JSON under ``out_dir``; returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for document in documents:
-        path = result_path(out_dir, document)
-        path.write_text(json.dumps(document, indent=1) + "\n")
-        paths.append(path)
-    return paths
+    return [write_json(document, result_path(out_dir, document)) for document in documents]
 
 
 def load_documents(folder: Path, pattern: str = "*.json") -> list[dict]:

@@ -12,7 +12,6 @@ import ast
 import json
 import shutil
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
@@ -20,6 +19,7 @@ import papermill
 import yaml
 
 from anncore.errors import BadInput, MissingInput
+from anncore.files import utc_stamp, write_json
 
 # Notebook and cell metadata that records a run rather than the content; stripped before committing.
 _RUN_METADATA = ("papermill", "execution", "widgets")
@@ -119,7 +119,7 @@ def run_course(
         raise MissingInput(f"--params {params_dir}: no such folder of NN_slug.yaml parameter files")
     # check every parameter file before running anything, so a typo fails at once, not after an hour of training
     params = {nb: {} if in_place else load_parameters(params_dir / f"{nb.stem}.yaml", nb) for nb in notebooks}
-    out_dir = notebooks_dir if in_place else out_root / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = notebooks_dir if in_place else out_root / utc_stamp()
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for nb in notebooks:
@@ -143,6 +143,6 @@ def run_course(
         if status != "ok":
             break
     if not in_place:
-        (out_dir / "summary.json").write_text(json.dumps(rows, indent=2))
+        write_json(rows, out_dir / "summary.json")
     print(f"outputs in {out_dir.resolve()}")
     return rows

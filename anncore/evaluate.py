@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, denormalize, train_id_to_label_id
 from anncore.errors import BadInput
-from anncore.jsonfile import write_json
+from anncore.files import write_json
 from anncore.metrics import ConfusionMatrix
 
 Logits = Callable[[torch.Tensor], torch.Tensor]

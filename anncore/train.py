@@ -76,7 +76,7 @@ from anncore.config import (
 )
 from anncore.env import pick_device
 from anncore.errors import OutputInUse
-from anncore.jsonfile import json_safe, write_json
+from anncore.files import json_safe, write_json
 from anncore.losses import SegmentationLoss
 from anncore.metrics import ConfusionMatrix
 from anncore.model import ANN

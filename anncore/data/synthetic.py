@@ -69,6 +69,7 @@ from tqdm.auto import tqdm
 
 from anncore.data.labels import LABELS
 from anncore.errors import BadInput, OutputInUse
+from anncore.files import write_json
 
 #: Bumped whenever the generator's output changes, so :func:`ensure_synthetic` regenerates stale sets.
 GENERATOR_VERSION = 2
@@ -616,7 +617,7 @@ def write_synthetic_cityscapes(
             _write_scene(partial, split, city, stem, scene)
             cues[stem] = scene.cue
     manifest = {**_settings(train, val, height, width, seed), "cue_boards": CUE_BOARDS, "cues": cues}
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_json(manifest, partial / MANIFEST)
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
     return root
