@@ -10,7 +10,7 @@ setting is scales 0.75/1.0/1.25 + flip with 864 windows at stride 576 (:data:`PR
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -156,6 +156,27 @@ class EvaluationResult:
 
 
 @torch.no_grad()
+def confusion_over(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    num_classes: int = NUM_CLASSES,
+    ignore_index: int = IGNORE_INDEX,
+    after_batch: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> ConfusionMatrix:
+    """The one evaluation loop: ``predict`` (images on ``device`` -> ``(B, H, W)`` class ids) over ``batches`` of
+    ``(images, masks)``, accumulated into a confusion matrix on ``device``; ``after_batch(i, images, predictions)``
+    sees each batch (saving predictions). Training's validation and :func:`evaluate` both run it."""
+    confusion = ConfusionMatrix(num_classes, ignore_index, device)
+    with torch.no_grad():
+        for i, (images, masks) in enumerate(batches):
+            predictions = predict(images.to(device, non_blocking=True))
+            confusion.update(predictions, masks.to(device, non_blocking=True))
+            if after_batch is not None:
+                after_batch(i, images, predictions)
+    return confusion
+
+
 def evaluate(
     model: nn.Module,
     dataset: Sequence,
@@ -176,15 +197,20 @@ def evaluate(
     device = torch.device(device)
     model.eval().to(device)
     logits = model_logits(model)
-    confusion = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX)
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    for index in tqdm(range(count), desc="evaluate", unit="img"):
-        image, mask = dataset[index]
-        probs = predict_probs(logits, image.unsqueeze(0).to(device), config)
-        pred = probs.argmax(1)[0].cpu()
-        confusion.update(pred, mask)
+    images = (tuple(t.unsqueeze(0) for t in dataset[i]) for i in range(count))
+
+    def save(index: int, image: torch.Tensor, prediction: torch.Tensor) -> None:
         if predictions_dir is not None:
-            save_prediction(pred.numpy(), dataset.image_id(index), predictions_dir, denormalize(image))
+            image_id = dataset.image_id(index)  # type: ignore[attr-defined]  # CityscapesSegmentation
+            save_prediction(prediction[0].cpu().numpy(), image_id, predictions_dir, denormalize(image[0]))
+
+    confusion = confusion_over(
+        lambda image: predict_probs(logits, image, config).argmax(1),
+        tqdm(images, total=count, desc="evaluate", unit="img"),
+        device,
+        after_batch=save,
+    )
     return EvaluationResult(confusion.compute(), confusion.matrix.cpu().numpy(), asdict(config), count)
 
 

@@ -76,9 +76,9 @@ from anncore.config import (
 )
 from anncore.env import pick_device
 from anncore.errors import OutputInUse
+from anncore.evaluate import confusion_over, model_logits
 from anncore.files import json_safe, write_json
 from anncore.losses import SegmentationLoss
-from anncore.metrics import ConfusionMatrix
 from anncore.model import ANN
 from anncore.sampler import ResumableBatchSampler, SeededSamples
 
@@ -215,14 +215,13 @@ def validate(
     model: nn.Module,
     dataset: Dataset,
     device: torch.device,
-    num_classes: int,
-    ignore_index: int,
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     workers: int = 0,
     ctx: _Dist | None = None,
 ) -> dict[str, Any]:
-    """Whole-image, single-scale mIoU on ``dataset`` (official validation), sharded over processes.
+    """Whole-image, single-scale mIoU on ``dataset`` (official validation), sharded over processes: the one
+    evaluation loop (:func:`anncore.evaluate.confusion_over`) with autocast and the memory format of training.
 
     Leaves ``model`` in eval mode; the caller puts it back in training mode.
     """
@@ -230,14 +229,14 @@ def validate(
     shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
     # Own generator: creating the loader must not draw from the global RNG (exact resume).
     loader = DataLoader(shard, batch_size=1, num_workers=workers, generator=torch.Generator())
-    confusion = ConfusionMatrix(num_classes, ignore_index, device)
-    model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    for image, mask in loader:
-        image = image.to(device, non_blocking=True, memory_format=memory_format)
+    logits = model_logits(model.eval())
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(image)["out"]
-        confusion.update(logits.argmax(1), mask.to(device, non_blocking=True))
+            return logits(images.contiguous(memory_format=memory_format)).argmax(1)
+
+    confusion = confusion_over(predict, loader, device)
     if ctx.world_size > 1:
         dist.all_reduce(confusion.matrix)
     return confusion.compute()
@@ -408,13 +407,10 @@ class _Run:
 
     def evaluate(self, done: int) -> dict[str, Any]:
         """Validate after ``done`` iterations, log it, and track the best mIoU."""
-        from anncore.data import IGNORE_INDEX, NUM_CLASSES
-
         config = self.config
         result = validate(
-            self.model, self.val_set, self.device, NUM_CLASSES, IGNORE_INDEX, self.autocast_dtype,
-            config.channels_last, config.workers, self.ctx,
-        )  # fmt: skip
+            self.model, self.val_set, self.device, self.autocast_dtype, config.channels_last, config.workers, self.ctx
+        )
         self.net.train()
         self.progress["last_val"] = {"iter": done, **result}
         if math.isnan(self.progress["best_miou"]) or result["miou"] > self.progress["best_miou"]:
