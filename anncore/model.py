@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anncore.attention import AttentionPath, check_path
-from anncore.backbone import BACKBONES, UntrainedBackboneWarning, build_backbone
+from anncore.attention import AttentionPath
+from anncore.backbone import UntrainedBackboneWarning, build_backbone
 from anncore.blocks import AFNB, APNB, NonLocal2d
 from anncore.checkpoint import check_finite, load_checkpoint
 from anncore.errors import BadInput, MissingInput
@@ -153,12 +153,7 @@ class ANN(nn.Module):
         path: AttentionPath = "auto",
         aux: bool = True,
     ) -> None:
-        super().__init__()
-        if backbone not in BACKBONES:
-            raise BadInput(f"backbone must be one of {BACKBONES}, got {backbone!r}")
-        if head not in HEADS:
-            raise BadInput(f"head must be one of {HEADS}, got {head!r}")
-        check_path(path)
+        super().__init__()  # names are checked where they are used: build_backbone, the head, the blocks
         self.config = {"num_classes": num_classes, "backbone": backbone, "head": head, "path": path, "aux": aux}
         self.backbone = build_backbone(backbone, pretrained)
         low, high = self.backbone.low_channels, self.backbone.high_channels
