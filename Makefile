@@ -39,6 +39,7 @@ cityscapes: $(STAMP)
 test: $(STAMP) chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest tests notebooks $(NBVAL)
 
 lint: $(STAMP)

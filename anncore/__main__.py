@@ -23,9 +23,13 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _course(args: argparse.Namespace) -> int:
-    from anncore.course import run_course
+    from anncore.course import CourseInterrupted, run_course
 
-    rows = run_course(Path(args.notebooks), Path(args.params), Path(args.out), args.in_place, args.only)
+    try:
+        rows = run_course(Path(args.notebooks), Path(args.params), Path(args.out), args.in_place, args.only)
+    except CourseInterrupted as err:
+        print(err, file=sys.stderr)
+        return 130  # the shell's status for SIGINT
     return 0 if all(row["status"] == "ok" for row in rows) else 1
 
 
@@ -53,6 +57,19 @@ def _synth(args: argparse.Namespace) -> int:
     out = args.out or SyntheticSet(args.train, args.val, args.height, args.width, args.seed).root
     root = write_synthetic_cityscapes(out, args.train, args.val, args.height, args.width, args.seed)
     print(f"synthetic Cityscapes: {args.train} train + {args.val} val images ({args.height}x{args.width}) in {root}")
+    return 0
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    from anncore.data import CityscapesSegmentation
+    from anncore.data.cityscapes import check_data
+    from anncore.data.root import resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    datasets = [CityscapesSegmentation(root, split) for split in args.splits]
+    check_data(datasets)
+    counted = ", ".join(f"{len(dataset)} {dataset.split}" for dataset in datasets)
+    print(f"{root}: every image and label decodes ({counted})")
     return 0
 
 
@@ -195,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="the set is a function of this seed (default: 0)")
     synth.set_defaults(run=_synth)
 
+    check = commands.add_parser("check-data", help="decode every image and label once, listing every bad file")
+    check.add_argument("--data-root", help="Cityscapes root; default: $CITYSCAPES_DATASET, else the synthetic set")
+    check.add_argument("--splits", nargs="+", default=["train", "val"], help="splits to check (default: train val)")
+    check.set_defaults(run=_check_data)
+
     evaluate = commands.add_parser("evaluate", help="whole / sliding / multi-scale+flip evaluation of a checkpoint")
     evaluate.add_argument("--checkpoint", required=True, help="OUT/checkpoint.pt written by `train`")
     evaluate.add_argument(
@@ -258,10 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(err: Exception) -> str:
-    """``err``'s message; for an ``OSError``, its reason and the file it names (``No space left on device: F``)."""
+    """``err``'s message; for an ``OSError``, its reason and the file it names (``No space left on device: F``); for
+    an error raised in a DataLoader worker (which PyTorch re-raises with the worker's traceback in the message), the
+    worker's own message."""
     if isinstance(err, OSError) and err.strerror:
         return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
-    return str(err)
+    message = str(err).strip()
+    if "Original Traceback" in message:  # torch.utils.data._utils.ExceptionWrapper
+        return message.splitlines()[-1].split(": ", 1)[-1]  # "module.Type: the message"
+    return message
 
 
 if __name__ == "__main__":

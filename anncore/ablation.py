@@ -42,7 +42,7 @@ from anncore.data.synthetic import MANIFEST
 from anncore.env import pick_device
 from anncore.errors import BadInput
 from anncore.files import utc_stamp, write_json
-from anncore.model import load_model
+from anncore.model import ANN, load_model
 from anncore.train import train
 
 #: The heads in the order of the comparison: no context, full non-local, pyramid non-local, the full network.
@@ -71,7 +71,7 @@ def is_synthetic(root: Path) -> bool:
     return (Path(root) / MANIFEST).is_file()
 
 
-def context_block_params(model: nn.Module) -> int:
+def context_block_params(model: ANN) -> int:
     """Parameters of the head's context blocks: AFNB and APNB for ``ann``, one block for ``nl`` / ``apnb``."""
     head = model.head
     blocks = [b for b in (head.afnb, head.apnb, head.nl) if b is not None]

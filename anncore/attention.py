@@ -23,7 +23,7 @@ A path may also name one SDPA backend (``flash``, ``efficient``, ``cudnn``, ``ma
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 import torch
 import torch.nn.functional as F
@@ -40,11 +40,11 @@ SDPA_BACKENDS: dict[str, SDPBackend] = {
 }
 
 
-def check_path(path: str) -> str:
+def check_path(path: str) -> AttentionPath:
     """Return ``path`` if it names an attention path, else raise a ``ValueError`` listing the valid names."""
     if path not in ATTENTION_PATHS:
         raise ValueError(f"attention path must be one of {ATTENTION_PATHS}, got {path!r}")
-    return path
+    return cast(AttentionPath, path)
 
 
 def resolve_path(path: str) -> str:

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from urllib.error import URLError
 
 import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
 
-from anncore.errors import BadInput, MissingInput
+from anncore.checkpoint import read_torch_file
+from anncore.errors import BadInput
 
 BACKBONES: tuple[str, ...] = ("resnet50", "resnet101", "small")
 _RESNETS = {
@@ -49,15 +51,31 @@ class ResNetBackbone(nn.Module):
 
     low_channels = 1024
     high_channels = 2048
+    # torchvision's stem and stages, attached by ``setattr`` below
+    conv1: nn.Conv2d
+    bn1: nn.BatchNorm2d
+    relu: nn.ReLU
+    maxpool: nn.MaxPool2d
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, name: str = "resnet101", pretrained: str | Path | None = None) -> None:
         super().__init__()
         if name not in _RESNETS:
             raise BadInput(f"ResNet backbone must be one of {tuple(_RESNETS)}, got {name!r}")
         build, imagenet = _RESNETS[name]
-        net = build(
-            weights=imagenet if pretrained == "imagenet" else None, replace_stride_with_dilation=[False, True, True]
-        )
+        try:
+            net = build(
+                weights=imagenet if pretrained == "imagenet" else None, replace_stride_with_dilation=[False, True, True]
+            )
+        except (URLError, OSError) as err:  # no network (or no space in the hub cache) for torchvision's download
+            hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(imagenet.url).name
+            raise BadInput(
+                f"--pretrained imagenet: torchvision could not download {imagenet.url} ({err}); on a machine with "
+                f"network, download that file and pass its path to --pretrained, or put it at {hub}"
+            ) from err
         for stage in _RESNET_STAGES:
             setattr(self, stage, getattr(net, stage))
         self.name = name
@@ -79,7 +97,7 @@ class ResNetBackbone(nn.Module):
         return low, self.layer4(low)
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+def _conv3x3_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(out_channels),
@@ -102,9 +120,9 @@ class SmallBackbone(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Sequential(_conv_bn_relu(3, 24, 2), _conv_bn_relu(24, 32, 2), _conv_bn_relu(32, 64, 2))
-        self.layer3 = nn.Sequential(_conv_bn_relu(64, 64), _conv_bn_relu(64, self.low_channels))
-        self.layer4 = nn.Sequential(_conv_bn_relu(self.low_channels, 128), _conv_bn_relu(128, self.high_channels))
+        self.stem = nn.Sequential(_conv3x3_bn_relu(3, 24, 2), _conv3x3_bn_relu(24, 32, 2), _conv3x3_bn_relu(32, 64, 2))
+        self.layer3 = nn.Sequential(_conv3x3_bn_relu(64, 64), _conv3x3_bn_relu(64, self.low_channels))
+        self.layer4 = nn.Sequential(_conv3x3_bn_relu(self.low_channels, 128), _conv3x3_bn_relu(128, self.high_channels))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 3, H, W)`` -> ``(low, high)``, each ``(B, C, ceil(H/8), ceil(W/8))``."""
@@ -130,10 +148,7 @@ def read_resnet_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     (DataParallel/DDP saves) and drops the ImageNet classifier ``fc.*``. timm's ResNets (``resnet50.tv_in1k``,
     ``resnet101.tv_in1k``, ...) use torchvision's names, so their files load as they are.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInput(f"pretrained checkpoint {path} does not exist (expected 'imagenet', None or a file)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch_file(path, "pretrained checkpoint (expected 'imagenet', none or a ResNet file)")
     for wrapper in _CHECKPOINT_WRAPPERS:
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -27,13 +27,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from anncore.attention import SDPA_BACKENDS
+from anncore.attention import SDPA_BACKENDS, AttentionPath
 from anncore.blocks import APNB, NonLocal2d, SelfAttention2d
 from anncore.cost import MAX_TIMED_CALLS, Cost, attention_flops, attention_matrix_bytes, measure, memory_method
 from anncore.env import environment_report, pick_device
@@ -56,9 +56,27 @@ PAPER_CLAIM = {
     "source": "abstract: 'for a 256x128 input, APNB is around 6 times faster than a non-local block on GPU while "
     "28 times smaller in GPU running memory occupation'",
 }
+
+
+class _SweepDefaults(TypedDict):
+    sizes: tuple[tuple[int, int], ...]
+    repeats: int
+    halves: bool
+
+
+class _Quick(TypedDict):
+    sizes: tuple[tuple[int, int], ...]
+    channels: int
+    kv_channels: int
+    warmup: int
+    repeats: int
+    min_seconds: float
+    threads: int
+
+
 # Sweep defaults per device class: sizes (N from 64 up; the GPU list runs past where the naive non-local block runs
 # out of memory), timed repeats, and dtypes (bf16 runs on CPU too, but slowly without AMX: opt in with --dtypes).
-SWEEP_DEFAULTS = {
+SWEEP_DEFAULTS: dict[str, _SweepDefaults] = {
     "cpu": {"sizes": ((8, 8), (16, 16), (32, 32), (48, 48), (64, 64)), "repeats": 5, "halves": False},
     "gpu": {
         "sizes": ((32, 32), (64, 64), (96, 96), (128, 128), (128, 256), (256, 256), (256, 512), (512, 512)),
@@ -67,7 +85,7 @@ SWEEP_DEFAULTS = {
     },
 }
 # --quick: tiny and single-threaded, so that it takes seconds even on a busy CI machine.
-QUICK = {
+QUICK: _Quick = {
     "sizes": ((4, 4), (8, 8)),
     "channels": 32,
     "kv_channels": 16,
@@ -95,9 +113,9 @@ class Variant:
         return self.path in SDPA_BACKENDS
 
 
-PAPER_VARIANTS = (Variant("identity"), Variant("nl", "naive"), Variant("apnb", "naive"))
+PAPER_VARIANTS: tuple[Variant, ...] = (Variant("identity"), Variant("nl", "naive"), Variant("apnb", "naive"))
 PAPER_VARIANTS += (Variant("nl", "sdpa"), Variant("apnb", "sdpa"))
-SWEEP_VARIANTS = (Variant("nl", "naive"), Variant("nl", "sdpa"))
+SWEEP_VARIANTS: tuple[Variant, ...] = (Variant("nl", "naive"), Variant("nl", "sdpa"))
 SWEEP_VARIANTS += tuple(Variant("nl", name) for name in SDPA_BACKENDS)
 SWEEP_VARIANTS += (Variant("apnb", "naive"), Variant("apnb", "sdpa"))
 
@@ -162,10 +180,11 @@ class BenchConfig:
             config.variants = SWEEP_VARIANTS
         if quick:
             config = replace(config, quick=True, **QUICK)
-        given = {key: value for key, value in overrides.items() if value is not None}
+        given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
         if "sizes" in given:
             given["sizes"] = tuple(parse_size(s) if isinstance(s, str) else tuple(s) for s in given["sizes"])
-        return replace(config, **{key: tuple(v) if isinstance(v, list) else v for key, v in given.items()}).checked()
+        fields: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in given.items()}
+        return replace(config, **fields).checked()
 
     def checked(self) -> BenchConfig:
         """Validate every field; errors name the field and the expected values."""
@@ -197,9 +216,9 @@ def _unit(variant: Variant, config: BenchConfig) -> nn.Module:
         return nn.Identity()
     if config.suite == "paper":
         pools = DEFAULT_POOL_SIZES if variant.kind == "apnb" else None
-        return SelfAttention2d(c, c, kv, kv, c, pools, True, variant.path)
+        return SelfAttention2d(c, c, kv, kv, c, pools, True, cast(AttentionPath, variant.path))
     block = APNB if variant.kind == "apnb" else NonLocal2d
-    return block(c, c, kv, kv, 0.05, path=variant.path)
+    return block(c, c, kv, kv, 0.05, path=cast(AttentionPath, variant.path))
 
 
 def _host_shortfall(variant: Variant, n: int, config: BenchConfig, backward: bool) -> str:
@@ -226,7 +245,9 @@ def _measure_one(variant: Variant, hw: tuple[int, int], dtype: str, mode: str, c
         return Cost(status="skipped", note=shortfall)
     torch.manual_seed(config.seed)
     fmt = MEMORY_FORMATS[config.memory_format]
-    module = _unit(variant, config).to(config.device, DTYPES[dtype], memory_format=fmt).train(backward)
+    # Module.to accepts device, dtype and memory_format together at runtime; torch's overloads only list them apart
+    module = _unit(variant, config).to(config.device, DTYPES[dtype], memory_format=fmt)  # type: ignore[call-overload]
+    module = module.train(backward)
     x = torch.randn(config.batch, config.channels, *hw, device=config.device, dtype=DTYPES[dtype])
     x = x.contiguous(memory_format=fmt).requires_grad_(backward)
     inputs = (x, x) if isinstance(module, SelfAttention2d) else (x,)
@@ -299,7 +320,7 @@ def _protocol_figure(row: dict, base: dict, metric: str) -> float:
 
 
 def _ratio(nl: dict | None, apnb: dict | None, base: dict, metric: str) -> float | None:
-    if any(r is None or r["status"] != "ok" for r in (nl, apnb, base)):
+    if nl is None or apnb is None or any(r["status"] != "ok" for r in (nl, apnb, base)):
         return None
     if metric == "memory" and any(r["peak_bytes"] is None for r in (nl, apnb, base)):
         return None
@@ -324,7 +345,8 @@ def _run_suite(config: BenchConfig, progress: bool) -> list[dict]:
     documents = []
     for dtype in config.dtypes:
         jobs = [(m, v, hw) for m in config.modes for v in config.variants for hw in config.sizes]
-        results, oom_at = [], {}
+        results: list[dict] = []
+        oom_at: dict[tuple[str, Variant], int] = {}  # (mode, variant) -> the N that ran out of memory
         bar = tqdm(jobs, desc=f"bench {config.suite} {dtype}", disable=not progress, leave=False)
         for mode, variant, hw in bar:
             bar.set_postfix_str(f"{mode} {variant.name} {hw[0]}x{hw[1]}")

@@ -22,6 +22,7 @@ Deliberate deviations from the official code, each small:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ from anncore.attention import AttentionPath, attention, attention_weights, check
 from anncore.pyramid import DEFAULT_POOL_SIZES, check_pool_sizes, pyramid_pool
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+def _conv1x1_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     """Key/query projection: Conv1x1 (with bias, as official) -> BN -> ReLU."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
@@ -97,12 +98,12 @@ class SelfAttention2d(nn.Module):
         self.pool_sizes = None if pool_sizes is None else check_pool_sizes(pool_sizes)
         self.path = check_path(path)
         self.last_path: str | None = None
-        self.f_key = _conv_bn_relu(low_in_channels, key_channels)
-        self.f_query = self.f_key if share_query_key else _conv_bn_relu(high_in_channels, key_channels)
+        self.f_key = _conv1x1_bn_relu(low_in_channels, key_channels)
+        self.f_query = self.f_key if share_query_key else _conv1x1_bn_relu(high_in_channels, key_channels)
         self.f_value = nn.Conv2d(low_in_channels, value_channels, 1)
         self.W = nn.Conv2d(value_channels, out_channels, 1)
         nn.init.zeros_(self.W.weight)
-        nn.init.zeros_(self.W.bias)
+        nn.init.zeros_(cast(torch.Tensor, self.W.bias))  # a Conv2d built with bias=True (the default)
 
     def _sample(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> ``(B, S, C)`` keys/values: the anchors, or every pixel for the non-local block."""

@@ -27,6 +27,7 @@ fails leaves no ``.tmp`` file behind.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -35,7 +36,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -75,22 +76,43 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:
+            if _disk_full(err):
+                kept = f"the previous {path} is intact" if path.exists() else f"no {path} was written"
+                raise OSError(
+                    errno.ENOSPC, f"No space left on the device of {path.parent} while writing {path.name}; {kept}"
+                ) from err
+            raise
         finally:
             tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (safe ``weights_only`` unpickling)."""
+def _disk_full(err: BaseException | None) -> bool:
+    """Whether ``err`` or an exception it arose from is ``ENOSPC``: ``torch.save`` reports a failed write as a
+    ``RuntimeError`` from its zip writer, with the ``OSError`` only as its context."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def read_torch_file(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with a one-line :class:`~anncore.errors.MissingInput` or
+    :class:`~anncore.errors.BadInput` naming the file and ``what`` it should have been when it cannot be read."""
     path = Path(path)
     if not path.is_file():
-        raise MissingInput(f"checkpoint {path} does not exist")
+        raise MissingInput(f"{what} {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise BadInput(
-            f"{path} is not a readable checkpoint (truncated, corrupt or not a torch file: {reason})"
-        ) from err
+        raise BadInput(f"{path} is not a readable {what} (truncated, corrupt or not a torch file: {reason})") from err
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (safe ``weights_only`` unpickling)."""
+    state = read_torch_file(path, "checkpoint", map_location)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise BadInput(f"{path} is not an anncore training checkpoint (format {CHECKPOINT_FORMAT})")
     return state
@@ -104,7 +126,7 @@ def non_finite(tensors: dict[str, Any]) -> list[str]:
         if isinstance(value, dict):
             bad += [f"{name}.{inner}" for inner in non_finite(value)]
         elif isinstance(value, list | tuple):
-            bad += [f"{name}.{inner}" for inner in non_finite(dict(enumerate(value)))]
+            bad += [f"{name}.{inner}" for inner in non_finite({str(i): item for i, item in enumerate(value)})]
         elif isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
             bad.append(str(name))
     return bad
@@ -137,7 +159,9 @@ def capture_rng_state(cuda: bool = True) -> dict[str, Any]:
 
     numpy's key array is stored as a tensor so that the checkpoint stays ``weights_only``-loadable.
     """
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - the legacy global RNG is what other code draws from
+    legacy = np.random.get_state()  # noqa: NPY002 - the legacy global RNG is what other code draws from
+    # legacy=True (the default) gives the ("MT19937", keys, pos, has_gauss, cached_gaussian) tuple, never the dict
+    name, keys, pos, has_gauss, cached = cast("tuple[str, np.ndarray, int, int, float]", legacy)
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if cuda and torch.cuda.is_available() else [],

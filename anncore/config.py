@@ -73,6 +73,9 @@ class TrainConfig:
     synthetic_scenes: tuple[int, int] = _opt(
         (40, 10), f"train and val scenes of the synthetic set (data_root {SYNTHETIC!r} only)", metavar=("TRAIN", "VAL")
     )
+    check_data: bool = _opt(
+        False, "decode every image and label before training, listing every bad file (always for <= 500 images)"
+    )
     device: str = _opt("auto", "auto, cpu, cuda, cuda:i or mps (under torchrun: each process its local GPU)")
     amp: bool = _opt(False, "mixed precision: bf16 autocast on CUDA (fp16 + grad scaler without bf16), bf16 on CPU")
     channels_last: bool = _opt(False, "channels_last memory format for model and inputs")
@@ -89,8 +92,8 @@ class TrainConfig:
     resume: bool = _opt(False, "continue the run in OUT from OUT/checkpoint.pt (a fresh start if there is none)")
 
     def __post_init__(self) -> None:
-        for f, hint in _field_types().items():
-            setattr(self, f, _coerce(f, getattr(self, f), hint))
+        for key, hint in _field_types().items():
+            setattr(self, key, _coerce(key, getattr(self, key), hint))
         positive = ("iters", "batch_size", "lr", "log_every")
         non_negative = (
             "momentum",
@@ -199,8 +202,8 @@ def data_root_of(config: TrainConfig) -> Path:
 
 #: Settings a resumed run may change: they do not change what the experiment is (its data, model, losses, seed).
 RESUME_MAY_CHANGE = frozenset(
-    {"resume", "workers", "data_root", "out", "device", "log_every", "val_every", "checkpoint_every", "lr", "iters",
-     "amp", "threads"}
+    {"resume", "check_data", "workers", "data_root", "out", "device", "log_every", "val_every", "checkpoint_every",
+     "lr", "iters", "amp", "threads"}
 )  # fmt: skip
 
 

@@ -37,12 +37,15 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+if TYPE_CHECKING:
+    from torch._C._autograd import _ProfilerResult
 
 Status = Literal["ok", "oom", "unavailable", "skipped"]
 
@@ -194,7 +197,7 @@ def _step(fn: Callable[..., object], inputs: tuple[torch.Tensor, ...], backward:
         raise ValueError("backward=True needs fn to have parameters or inputs with requires_grad=True")
 
     def forward_backward() -> None:
-        out = fn(*inputs)
+        out = cast("torch.Tensor | tuple[torch.Tensor, ...]", fn(*inputs))
         (out[0] if isinstance(out, tuple) else out).sum().backward()
         for leaf in leaves:
             leaf.grad = None
@@ -219,9 +222,12 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 def _peak_of_cpu_allocations(prof: profile) -> int:
     """Peak of the running sum of the CPU allocator's events (+ allocation, - free) recorded by the profiler."""
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    # prof has been started and stopped: its autograd profiler and that profiler's kineto results are set
+    results = cast("_ProfilerResult", cast("torch.autograd.profiler.profile", prof.profiler).kineto_results)
+    events = [e for e in results.events() if e.name() == "[memory]"]
     events = sorted((e for e in events if e.device_type() == torch.autograd.DeviceType.CPU), key=lambda e: e.start_ns())
-    return max(itertools.accumulate(e.nbytes() for e in events), default=0)
+    # _KinetoEvent.nbytes() exists at runtime but is missing from torch's _C stub
+    return max(itertools.accumulate(e.nbytes() for e in events), default=0)  # type: ignore[attr-defined]
 
 
 def _inspect(step: Callable[[], None], device: torch.device) -> Cost:
@@ -242,6 +248,7 @@ def _inspect(step: Callable[[], None], device: torch.device) -> Cost:
         with _native_stderr_silenced():
             prof.stop()
             op_names = {event.name for event in prof.events()}
+    peak: int | None
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - before
     else:

@@ -98,6 +98,10 @@ def _collect_metrics(notebook: Path, params: dict, notebooks_dir: Path, out_dir:
     return {"miou": metrics.get("final_miou", metrics.get("miou")), "metrics": str(metrics_file.resolve())}
 
 
+class CourseInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the course; the message says where, and where the summary of the finished notebooks is."""
+
+
 def run_course(
     notebooks_dir: Path = Path("notebooks"),
     params_dir: Path = Path("params"),
@@ -130,8 +134,10 @@ def run_course(
             papermill.execute_notebook(
                 str(nb), str(target), parameters=params[nb], cwd=str(notebooks_dir), progress_bar=False
             )
-        except papermill.PapermillExecutionError as err:
-            status = f"failed: {err.ename}: {err.evalue}"
+        except papermill.PapermillExecutionError as err:  # the kernel, hit by the same Ctrl-C, reports it as an error
+            status = "interrupted" if err.ename == "KeyboardInterrupt" else f"failed: {err.ename}: {err.evalue}"
+        except KeyboardInterrupt:
+            status = "interrupted"
         row = {"notebook": nb.name, "seconds": round(time.perf_counter() - start, 1), "status": status}
         if not in_place:
             row.update(_collect_metrics(nb, params[nb], notebooks_dir, out_dir))
@@ -142,7 +148,8 @@ def run_course(
             strip_run_metadata(target)
         if status != "ok":
             break
-    if not in_place:
-        write_json(rows, out_dir / "summary.json")
+    summary = "" if in_place else f"; summary of what ran: {write_json(rows, out_dir / 'summary.json')}"
+    if rows[-1]["status"] == "interrupted":
+        raise CourseInterrupted(f"interrupted in {rows[-1]['notebook']} after {rows[-1]['seconds']} s{summary}")
     print(f"outputs in {out_dir.resolve()}")
     return rows

@@ -17,6 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -128,7 +129,15 @@ def _label_ids(names: Sequence[str]) -> list[int]:
 _VEHICLE_LABEL_IDS = _label_ids(VEHICLES)
 
 
-def val_scenes(root: str | Path) -> dict[str, object] | None:
+class SceneSettings(TypedDict):
+    """The :func:`board_swap` keyword arguments that pick the rendered scenes."""
+
+    scenes: int
+    size: Sequence[int]
+    seed: int
+
+
+def val_scenes(root: str | Path) -> SceneSettings | None:
     """``{"scenes", "size", "seed"}`` of the synthetic set written in ``root`` (its manifest), or ``None`` when
     ``root`` holds no synthetic set: what :func:`board_swap` renders to test a model trained on it."""
     from anncore.data.synthetic import MANIFEST
@@ -142,7 +151,7 @@ def val_scenes(root: str | Path) -> dict[str, object] | None:
 
 def cue_settings(
     checkpoint: str | Path, scenes: int = 30, size: Sequence[int] | None = None, seed: int | None = None
-) -> dict[str, object]:
+) -> SceneSettings:
     """The :func:`board_swap` arguments for a checkpoint: ``size`` and ``seed`` default to those of the synthetic
     set it was trained on (its recorded training config), else 128x256 and seed 0."""
     from anncore.checkpoint import load_checkpoint
@@ -150,7 +159,7 @@ def cue_settings(
 
     config = load_checkpoint(checkpoint).get("config", {})
     synthetic = synthetic_set_of(config)
-    trained: dict[str, object] = {"size": (synthetic.height, synthetic.width), "seed": synthetic.seed}
+    trained: SceneSettings = {"scenes": scenes, "size": (synthetic.height, synthetic.width), "seed": synthetic.seed}
     given = config.get("data_root") or ""
     trained = val_scenes(synthetic.root if given in ("", SYNTHETIC) else given) or trained
     return {

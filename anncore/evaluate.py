@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, denor
 from anncore.errors import BadInput
 from anncore.files import write_json
 from anncore.metrics import ConfusionMatrix
+
+if TYPE_CHECKING:
+    from anncore.data import CityscapesSegmentation
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -98,7 +102,7 @@ def _slide_probs(logits: Logits, image: torch.Tensor, crop: tuple[int, int], str
                 total = torch.zeros(image.shape[0], probs.shape[1], *padded.shape[2:], device=image.device)
             total[:, :, y : y + crop[0], x : x + crop[1]] += probs
             count[:, :, y : y + crop[0], x : x + crop[1]] += 1
-    return (total / count)[:, :, :height, :width]
+    return (cast(torch.Tensor, total) / count)[:, :, :height, :width]  # set by the first of >= 1 windows
 
 
 @torch.no_grad()
@@ -118,13 +122,14 @@ def predict_probs(logits: Logits, image: torch.Tensor, config: InferenceConfig =
             if config.crop is None:
                 probs = logits(view).float().softmax(1)
             else:
-                probs = _slide_probs(logits, view, config.crop, stride)
+                probs = _slide_probs(logits, view, config.crop, cast("tuple[int, int]", stride))  # set with a crop
             if flipped:
                 probs = probs.flip(3)
             if probs.shape[2:] != size:
                 probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=True)
             total = probs if total is None else total + probs
-    return total / (len(config.scales) * (2 if config.flip else 1))
+    # set by the first view: InferenceConfig refuses an empty ``scales``
+    return cast(torch.Tensor, total) / (len(config.scales) * (2 if config.flip else 1))
 
 
 def save_prediction(
@@ -179,7 +184,7 @@ def confusion_over(
 
 def evaluate(
     model: nn.Module,
-    dataset: Sequence,
+    dataset: CityscapesSegmentation,
     config: InferenceConfig = InferenceConfig(),
     device: torch.device | str = "cpu",
     predictions_dir: Path | None = None,
@@ -202,7 +207,7 @@ def evaluate(
 
     def save(index: int, image: torch.Tensor, prediction: torch.Tensor) -> None:
         if predictions_dir is not None:
-            image_id = dataset.image_id(index)  # type: ignore[attr-defined]  # CityscapesSegmentation
+            image_id = dataset.image_id(index)
             save_prediction(prediction[0].cpu().numpy(), image_id, predictions_dir, denormalize(image[0]))
 
     confusion = confusion_over(
@@ -242,8 +247,9 @@ def inference_config(
     return InferenceConfig(
         scales=tuple(scales) if scales else base.scales,
         flip=base.flip if flip is None else flip,
-        crop=tuple(crop) if crop else base.crop,
-        stride=tuple(stride) if stride else base.stride,
+        # two ints each, or InferenceConfig raises naming the option
+        crop=cast("tuple[int, int]", tuple(crop)) if crop else base.crop,
+        stride=cast("tuple[int, int]", tuple(stride)) if stride else base.stride,
     )
 
 

@@ -3,16 +3,23 @@
 :func:`write_json` is the one JSON writer of the project: strict JSON (NaN and infinities become ``null``, which
 every parser accepts, where Python's default writes bare ``NaN`` tokens), written atomically (a temporary file in the
 same folder, then ``os.replace``), so a reader never sees half a document. :func:`utc_stamp` names run folders and
-result files (``20261130T200201Z``), the same on every machine whatever its time zone."""
+result files (``20261130T200201Z``), the same on every machine whatever its time zone. :func:`output_lock` keeps a
+second process from writing into an output folder that a run is using."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from anncore.errors import BadInput, OutputInUse
+
+LOCK_NAME = ".anncore.lock"
 
 
 def json_safe(value: Any) -> Any:
@@ -31,11 +38,54 @@ def write_json(value: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk, say: name the file, and leave no temporary behind
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err
     return path
 
 
 def utc_stamp() -> str:
     """The current time in UTC as ``YYYYMMDDTHHMMSSZ`` (ISO 8601 basic format)."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@contextmanager
+def output_lock(folder: str | Path, what: str = "--out") -> Iterator[Path]:
+    """Create ``folder`` and hold an exclusive lock on it (``folder/.anncore.lock``, POSIX ``flock``) for the body:
+    a second process asking for the same folder gets :class:`~anncore.errors.OutputInUse` naming the holder's pid.
+
+    ``folder`` that is a file, or lies under one, is a :class:`~anncore.errors.BadInput` naming ``what``. The lock
+    goes with the process (a killed run leaves a stale file, not a held lock); the file is removed on release. On
+    systems without ``fcntl`` (Windows) the folder is not locked."""
+    folder = Path(folder)
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise BadInput(f"{what} {folder}: {parent} is a file; expected a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield folder
+        return
+    lock = folder / LOCK_NAME
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise OutputInUse(
+                f"{what} {folder} is in use by a run in progress (pid {holder}); wait for it, or choose another {what}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield folder
+        finally:
+            lock.unlink(missing_ok=True)

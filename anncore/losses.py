@@ -96,6 +96,8 @@ class SegmentationLoss(nn.Module):
     ``forward(outputs, target)`` returns ``(total, {"main": ..., "aux": ...})``, the parts detached, for logging.
     """
 
+    class_weights: torch.Tensor | None  # a buffer, registered in __init__
+
     def __init__(
         self,
         aux_weight: float = 0.4,

@@ -195,8 +195,22 @@ def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu")
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path, map_location)
     check_finite(state["model"], f"{path} holds a poisoned model (a diverged run?)")
+    if "model" not in state or "model_config" not in state:
+        raise BadInput(f"{path} holds no model (keys {sorted(state)}); expected a training checkpoint or model.pt")
+    config = dict(state["model_config"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedBackboneWarning)
-        model = ANN(**state["model_config"], pretrained=None)
-    model.load_state_dict(state["model"])
+        model = ANN(**config, pretrained=None)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # load_state_dict lists every missing, unexpected and mis-shaped tensor
+        missing, unexpected = (
+            model.state_dict().keys() - state["model"].keys(),
+            state["model"].keys() - model.state_dict().keys(),
+        )
+        raise BadInput(
+            f"{path}: its weights do not fit the model its model_config describes ({config}): {len(missing)} missing "
+            f"(e.g. {sorted(missing)[:2]}), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:2]}) or "
+            "mis-shaped tensors; was the checkpoint edited?"
+        ) from err
     return model.to(map_location).eval()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -53,12 +53,14 @@ def with_visible_attention(block: nn.Module, seed: int = 0) -> nn.Module:
         ``block`` itself.
     """
     generator = torch.Generator().manual_seed(seed)
+    output_conv = cast(SelfAttention2d, block.attention).W  # every block keeps its attention branch there
     with torch.no_grad():
-        for param in (block.attention.W.weight, block.attention.W.bias):
+        # W is built with a bias, and the blocks' BatchNorms track running statistics: none of these is None
+        for param in (output_conv.weight, cast(torch.Tensor, output_conv.bias)):
             param.copy_(0.5 * torch.randn(param.shape, generator=generator))
         for bn in (m for m in block.modules() if isinstance(m, nn.BatchNorm2d)):
-            bn.running_mean.copy_(torch.rand(bn.num_features, generator=generator) - 0.5)
-            bn.running_var.copy_(torch.rand(bn.num_features, generator=generator) + 0.5)
+            cast(torch.Tensor, bn.running_mean).copy_(torch.rand(bn.num_features, generator=generator) - 0.5)
+            cast(torch.Tensor, bn.running_var).copy_(torch.rand(bn.num_features, generator=generator) + 0.5)
     return block.eval()
 
 
@@ -252,7 +254,7 @@ def capture_attention(model: nn.Module, *inputs: torch.Tensor) -> tuple[Any, dic
         def record(branch: nn.Module, args: tuple, name: str = name) -> None:
             low = args[0].detach()
             high = low if args[1] is args[0] else args[1].detach()  # APNB and NL: one tensor, kept as one
-            records[name] = CapturedAttention(name, branch, low, high)
+            records[name] = CapturedAttention(name, cast(SelfAttention2d, branch), low, high)
 
         handles.append(module.attention.register_forward_pre_hook(record))
     model.eval()

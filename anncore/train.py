@@ -43,9 +43,10 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -56,6 +57,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from anncore.attention import SDPA_BACKENDS, available_sdpa_backends
 from anncore.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -75,12 +77,16 @@ from anncore.config import (
     plain_config,
 )
 from anncore.env import pick_device
-from anncore.errors import OutputInUse
+from anncore.errors import BadInput, OutputInUse
 from anncore.evaluate import confusion_over, model_logits
-from anncore.files import json_safe, write_json
+from anncore.files import json_safe, output_lock, write_json
 from anncore.losses import SegmentationLoss
 from anncore.model import ANN
 from anncore.sampler import ResumableBatchSampler, SeededSamples
+
+if TYPE_CHECKING:
+    from anncore.attention import AttentionPath
+    from anncore.data import CityscapesSegmentation
 
 
 def build_model(config: TrainConfig, num_classes: int | None = None) -> ANN:
@@ -89,21 +95,30 @@ def build_model(config: TrainConfig, num_classes: int | None = None) -> ANN:
         from anncore.data import NUM_CLASSES
 
         num_classes = NUM_CLASSES
-    return ANN(num_classes, config.backbone, config.head, config.pretrained, config.attention, config.aux_weight > 0)
+    path = cast("AttentionPath", config.attention)  # TrainConfig checks it is one of ATTENTION_PATHS
+    return ANN(num_classes, config.backbone, config.head, config.pretrained, path, config.aux_weight > 0)
 
 
 # ----------------------------------------------------------------------------------------------------------- data
-def _datasets(config: TrainConfig, ctx: _Dist) -> tuple[Dataset, Dataset]:
+#: Data sets of at most this many images (train + val) are decoded in full before training, ``--check-data`` or not.
+CHECK_DATA_UP_TO = 500
+
+
+def _datasets(config: TrainConfig, ctx: _Dist) -> tuple[CityscapesSegmentation, CityscapesSegmentation]:
     from anncore.data import CityscapesSegmentation, train_transforms, val_transforms
+    from anncore.data.cityscapes import check_data
 
     if not ctx.main:
-        ctx.barrier()  # rank 0 writes the synthetic set first
+        ctx.barrier()  # rank 0 writes the synthetic set (and checks the files) first
     root = data_root_of(config)
-    if ctx.main:
-        ctx.barrier()
     augment = train_transforms(config.crop, config.scale_range, photometric=config.photometric)
     train_set = CityscapesSegmentation(root, split="train", transforms=augment)
-    return train_set, CityscapesSegmentation(root, split="val", transforms=val_transforms())
+    val_set = CityscapesSegmentation(root, split="val", transforms=val_transforms())
+    if ctx.main:
+        if config.check_data or len(train_set) + len(val_set) <= CHECK_DATA_UP_TO:
+            check_data([train_set, val_set])
+        ctx.barrier()
+    return train_set, val_set
 
 
 # ---------------------------------------------------------------------------------------------------- distributed
@@ -278,6 +293,19 @@ def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
     return state
 
 
+def _check_backend(requested: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse, before building anything, an SDPA backend (``--attention flash`` ...) that cannot run on ``device``."""
+    if requested not in SDPA_BACKENDS:
+        return
+    available = available_sdpa_backends(device, dtype)
+    if not available[requested]:
+        runs = [name for name, ok in available.items() if ok]
+        raise BadInput(
+            f"--attention {requested}: that SDPA backend cannot run on {device.type} in {dtype} with this PyTorch "
+            f"(backends that can: {', '.join(runs) or 'none'}); use auto, sdpa or naive"
+        )
+
+
 class _Run:
     """One training process: data, model, optimiser and bookkeeping, restored from ``OUT/checkpoint.pt`` when
     resuming. :func:`train` drives it one iteration at a time."""
@@ -300,6 +328,8 @@ class _Run:
         torch.manual_seed(config.seed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # official; exact resume is promised on CPU only
+        self.autocast_dtype = amp_dtype(config.amp, device)
+        _check_backend(config.attention, device, self.autocast_dtype or torch.float32)
         model = build_model(config, NUM_CLASSES).to(device)
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -311,7 +341,6 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _poly(config.iters, config.poly_power, config.warmup_iters)
         )
-        self.autocast_dtype = amp_dtype(config.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype is torch.float16)
         self.progress: dict[str, Any] = {"best_miou": math.nan, "best_iter": 0, "last_val": None, "wall_time_s": 0.0}
         self.start = 0
@@ -405,8 +434,8 @@ class _Run:
             f"the weights; {kept}"
         )
 
-    def evaluate(self, done: int) -> dict[str, Any]:
-        """Validate after ``done`` iterations, log it, and track the best mIoU."""
+    def validate(self, done: int, bar: tqdm) -> dict[str, Any]:
+        """Validate after ``done`` iterations, log it, track the best mIoU, and say it under the progress bar."""
         config = self.config
         result = validate(
             self.model, self.val_set, self.device, self.autocast_dtype, config.channels_last, config.workers, self.ctx
@@ -416,6 +445,8 @@ class _Run:
         if math.isnan(self.progress["best_miou"]) or result["miou"] > self.progress["best_miou"]:
             self.progress["best_miou"], self.progress["best_iter"] = result["miou"], done
         self.log.write({"kind": "val", "iter": done, **result})
+        if self.ctx.main:
+            bar.write(f"iteration {done}: val mIoU {result['miou']:.4f}, pixel accuracy {result['pixel_acc']:.4f}")
         return result
 
     def save(self, done: int) -> None:
@@ -476,6 +507,56 @@ class _Run:
         }
 
 
+def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, Any]:
+    """:func:`train` inside the lock on ``OUT``."""
+    run = _Run(config, ctx, device)
+    if run.start >= config.iters and (run.out / "metrics.json").is_file():
+        # a finished run resumed: nothing to train, and its metrics (throughput, wall time) stay as measured
+        return json.loads((run.out / "metrics.json").read_text())
+    bar = tqdm(total=config.iters, initial=run.start, disable=not ctx.main, desc=f"{config.head}/{config.backbone}")
+    run.net.train()
+    tick = time.perf_counter()
+    done = run.start
+    try:
+        for iteration, (images, masks) in enumerate(run.loader(), start=run.start):
+            done = iteration + 1
+            record = run.step(done, images, masks)
+            seconds = time.perf_counter() - tick  # data wait included: end-to-end throughput
+            run.train_seconds += seconds
+            run.images_seen += config.batch_size
+            record["images_per_s"] = config.batch_size / seconds
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}"
+            )
+            if done % config.log_every == 0 or done == config.iters:
+                run.log.write({"kind": "train", "iter": done, **record, "time_s": time.perf_counter() - run.started})
+            save = (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.iters
+            if save:
+                run.save(done)  # before validating: a validation file that fails to load costs no training
+            if (config.val_every and done % config.val_every == 0) or done == config.iters:
+                run.validate(done, bar)
+                if save:
+                    run.save(done)  # again, with this validation in its progress
+            tick = time.perf_counter()  # validation and checkpoints are not training time
+    except KeyboardInterrupt:
+        bar.close()
+        kept = (
+            "no checkpoint was written yet"
+            if run.last_saved is None
+            else f"{run.checkpoint_path} holds iteration {run.last_saved}; --resume continues from it"
+        )
+        raise TrainingInterrupted(f"interrupted at iteration {done} of {config.iters}: {kept}") from None
+    bar.close()
+    if done >= config.iters and (run.progress["last_val"] or {}).get("iter") != config.iters:
+        run.validate(done, bar)  # a run stopped between its final checkpoint and its final validation
+        run.save(done)
+    metrics = run.metrics()
+    if ctx.main:
+        write_json(metrics, run.out / "metrics.json")
+    return metrics
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Run (or resume) the training that ``config`` describes; returns what ``OUT/metrics.json`` holds.
 
@@ -487,52 +568,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     ctx, device = _init_distributed(config.device)
     try:
-        run = _Run(config, ctx, device)
-        if run.start >= config.iters and (run.out / "metrics.json").is_file():
-            # a finished run resumed: nothing to train, and its metrics (throughput, wall time) stay as measured
-            return json.loads((run.out / "metrics.json").read_text())
-        bar = tqdm(total=config.iters, initial=run.start, disable=not ctx.main, desc=f"{config.head}/{config.backbone}")
-        run.net.train()
-        tick = time.perf_counter()
-        done = run.start
-        try:
-            for iteration, (images, masks) in enumerate(run.loader(), start=run.start):
-                done = iteration + 1
-                record = run.step(done, images, masks)
-                seconds = time.perf_counter() - tick  # data wait included: end-to-end throughput
-                run.train_seconds += seconds
-                run.images_seen += config.batch_size
-                record["images_per_s"] = config.batch_size / seconds
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}"
-                )
-                if done % config.log_every == 0 or done == config.iters:
-                    run.log.write(
-                        {"kind": "train", "iter": done, **record, "time_s": time.perf_counter() - run.started}
-                    )
-                if (config.val_every and done % config.val_every == 0) or done == config.iters:
-                    result = run.evaluate(done)
-                    if ctx.main:
-                        bar.write(
-                            f"iteration {done}: val mIoU {result['miou']:.4f}, pixel accuracy {result['pixel_acc']:.4f}"
-                        )
-                if (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.iters:
-                    run.save(done)
-                tick = time.perf_counter()  # validation and checkpoints are not training time
-        except KeyboardInterrupt:
-            bar.close()
-            kept = (
-                "no checkpoint was written yet"
-                if run.last_saved is None
-                else f"{run.checkpoint_path} holds iteration {run.last_saved}; --resume continues from it"
-            )
-            raise TrainingInterrupted(f"interrupted at iteration {done} of {config.iters}: {kept}") from None
-        bar.close()
-        metrics = run.metrics()
-        if ctx.main:
-            write_json(metrics, run.out / "metrics.json")
-        return metrics
+        with output_lock(config.out) if ctx.main else nullcontext():
+            return _train(config, ctx, device)
     finally:
         if ctx.world_size > 1:
             dist.destroy_process_group()

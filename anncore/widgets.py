@@ -17,7 +17,7 @@ import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import ipywidgets as widgets
 import numpy as np
@@ -202,7 +202,7 @@ class AttentionExplorer:
                 self.row_slider.value, self.col_slider.value = cell
         finally:
             self._quiet = False
-        return self._refresh()
+        return cast(QueryView, self._refresh())  # not None: the controls are no longer being set
 
     def view(self) -> QueryView:
         """The current view's numbers, from :class:`anncore.probe.CapturedAttention` (nothing cached)."""
@@ -265,7 +265,7 @@ class AttentionExplorer:
         levels = "non-local block: every pixel is a key, there are no anchors"
         if view.anchor_weights is not None:
             small = image[::2, ::2]  # the four levels side by side at half size
-            sizes = captured.pool_sizes
+            sizes = cast("tuple[int, ...]", captured.pool_sizes)  # anchor weights exist only with a pyramid
             peak = float(view.anchor_weights.max())
             maps = anchor_level_maps(view.anchor_weights, captured.key_size, sizes)
             tiles = [attention_overlay(small, m, view.cell, captured.query_size, vmax=peak) for m in maps]

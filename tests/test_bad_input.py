@@ -13,6 +13,7 @@ from anncore import AFNB, APNB, NonLocal2d
 from anncore.__main__ import main
 from anncore.checkpoint import load_checkpoint, non_finite, save_checkpoint
 from anncore.config import load_config
+from anncore.data.synthetic import write_synthetic_cityscapes
 from anncore.train import NonFiniteLossError, train
 
 RECIPE = (
@@ -43,6 +44,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     stale = root / "stale_run"
     stale.mkdir()
     shutil.copyfile(root / "truncated.pt", stale / "checkpoint.pt")
+    state = load_checkpoint(good)
+    other_head = {k: v for k, v in state.items() if k != "format"}
+    other_head["model_config"] = {**state["model_config"], "head": "fcn"}  # the weights are still ann's
+    save_checkpoint(other_head, root / "other_head.pt")
+    corrupt = write_synthetic_cityscapes(root / "corrupt", train=2, val=1, height=64, width=128)
+    image = next((corrupt / "leftImg8bit" / "val").glob("*/*.png"))
+    image.write_bytes(image.read_bytes()[:200])  # header intact, pixels cut: only decoding finds it
+    (root / "read_only").mkdir()
     return {"root": root, "good": good}
 
 
@@ -68,6 +77,25 @@ CLI_CASES = [
     ("params folder missing", ["course", "--params", "{root}/nowhere"], "no such folder"),
     ("unknown ablation head", ["ablate", "--config", "{root}/recipe.yaml", "--heads", "psp", "--out", "{root}/a"],
      "head must be one of"),
+    ("--out is a file", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/recipe.yaml"],
+     "recipe.yaml is a file; expected a folder"),
+    ("--out under a file", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/recipe.yaml/run"],
+     "recipe.yaml is a file; expected a folder"),
+    ("synth --out is a file", ["synth", "--out", "{root}/recipe.yaml", "--train", "1", "--val", "1"],
+     "recipe.yaml is a file; expected a folder"),
+    ("SDPA backend this device lacks", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/eff",
+     "--attention", "efficient"], "--attention efficient: that SDPA backend cannot run on cpu"),
+    ("head does not fit the weights", ["evaluate", "--checkpoint", "{root}/other_head.pt", "--out", "{root}/e"],
+     "weights do not fit the model its model_config describes"),
+    ("pretrained file is text", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/pre", "--backbone",
+     "resnet50", "--pretrained", "{root}/text.pt"], "text.pt is not a readable pretrained checkpoint"),
+    ("pretrained file missing", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/pre", "--backbone",
+     "resnet50", "--pretrained", "{root}/nowhere.pth"], "nowhere.pth does not exist"),
+    ("undecodable image, check-data", ["check-data", "--data-root", "{root}/corrupt"],
+     "1 unreadable Cityscapes files"),
+    ("undecodable image, train checks first", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/c",
+     "--data-root", "{root}/corrupt"], "1 unreadable Cityscapes files"),
+    ("unknown split", ["check-data", "--data-root", "{root}/corrupt", "--splits", "valid"], "split must be one of"),
 ]  # fmt: skip
 
 

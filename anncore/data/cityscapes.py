@@ -12,7 +12,7 @@ train ids with the table in :mod:`anncore.data.labels`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +131,20 @@ class CityscapesSegmentation(torch.utils.data.Dataset):
         image, mask = self.transforms(*self.load(index))
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
+    def bad_files(self, progress: bool = True) -> list[str]:
+        """Decode every image and label once (what :meth:`load` does for a sample) and return one message per
+        pair that fails, naming the file; ``[]`` when all decode. :func:`find_samples` reads only PNG headers, so a
+        truncated file would otherwise surface mid-training."""
+        from tqdm.auto import tqdm
+
+        problems = []
+        for index in tqdm(range(len(self)), desc=f"checking {self.split}", unit="img", disable=not progress or None):
+            try:
+                self.load(index)
+            except BadInput as err:
+                problems.append(str(err))
+        return problems
+
     def extra_repr(self) -> str:
         return f"root={self.root}, split={self.split}, {len(self)} images"
 
@@ -148,3 +162,12 @@ def _read_png(path: Path, mode: str) -> np.ndarray:
             return np.array(png.convert(mode))
     except (OSError, SyntaxError, ValueError) as err:
         raise BadInput(f"{path}: cannot decode PNG ({err})") from err
+
+
+def check_data(datasets: Sequence[CityscapesSegmentation], progress: bool = True) -> None:
+    """Decode every file of ``datasets`` once; raise one :class:`~anncore.errors.BadInput` listing every bad file
+    (``python -m anncore check-data``, ``train --check-data``)."""
+    problems = [problem for dataset in datasets for problem in dataset.bad_files(progress)]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise BadInput(f"{len(problems)} unreadable Cityscapes files: {shown}")

@@ -10,6 +10,8 @@ This module imports nothing of the package, so losses, metrics, transforms and t
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 import torch
 from torchvision.datasets import Cityscapes
@@ -61,6 +63,10 @@ def colorize(mask: np.ndarray | torch.Tensor) -> np.ndarray:
     return colours[lookup(mask, TRAIN_ID_TO_TRAIN_ID, "colorize: mask must hold train ids 0..18 or 255")]
 
 
+@overload
+def train_id_to_label_id(mask: np.ndarray) -> np.ndarray: ...
+@overload
+def train_id_to_label_id(mask: torch.Tensor) -> torch.Tensor: ...
 def train_id_to_label_id(mask: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Train ids -> Cityscapes label ids (255 -> 0), the space ``evalPixelLevelSemanticLabeling`` reads; returns
     the same type (numpy or torch) and shape as ``mask``, dtype uint8."""

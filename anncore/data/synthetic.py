@@ -62,6 +62,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -168,7 +169,10 @@ def _ellipse(cx: float, cy: float, rx: float | np.ndarray, ry: float | np.ndarra
     return list(zip(cx + rx * np.cos(radians), cy + ry * np.sin(radians), strict=True))
 
 
-def _bbox(points: Sequence[tuple[float, float]]) -> tuple[float, float, float, float]:
+_Coord = TypeVar("_Coord", int, float)
+
+
+def _bbox(points: Sequence[tuple[_Coord, _Coord]]) -> tuple[_Coord, _Coord, _Coord, _Coord]:
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     return min(xs), min(ys), max(xs), max(ys)
 
@@ -244,7 +248,7 @@ class _Street:
         self.upright.append((z, -len(self.upright), label, points, paint))
 
     # --- painters -------------------------------------------------------------------------------------------------
-    def colour(self, base: Sequence[float], jitter: float = 12.0) -> np.ndarray:
+    def colour(self, base: Sequence[float] | np.ndarray, jitter: float = 12.0) -> np.ndarray:
         """``base`` RGB with a random brightness shift (sd ``jitter``) and a small tint (sd ``jitter / 4``)."""
         shift = self.rng.normal(0.0, jitter) + self.rng.normal(0.0, jitter / 4, 3)
         return (np.asarray(base, dtype=np.float32) + shift).astype(np.float32)
@@ -412,9 +416,9 @@ class _Street:
             elif kind == "light":
                 up, lit = self.rng.uniform(3.0, 4.0), int(self.rng.integers(3))
                 points = self.facing(x - 0.18, x + 0.18, z, up, up + 0.9)
-                lamps = [(255, 60, 40), (250, 190, 40), (60, 230, 110)]
+                lamps, unlit = [(255, 60, 40), (250, 190, 40), (60, 230, 110)], (60, 60, 55)
                 parts = [
-                    (0.2, 0.08 + 0.31 * i, 0.8, 0.3 + 0.31 * i, np.float32(rgb if i == lit else (60, 60, 55)))
+                    (0.2, 0.08 + 0.31 * i, 0.8, 0.3 + 0.31 * i, np.asarray(rgb if i == lit else unlit, np.float32))
                     for i, rgb in enumerate(lamps)
                 ]
                 self.place(z, "traffic light", points, self.parts(self.textured((35, 35, 38), 6, 6, 5), points, parts))
@@ -422,7 +426,8 @@ class _Street:
     def vehicles(self) -> None:
         """2-5 vehicles on the road (fewer if they do not fit), all in the image half away from the cue board, all of
         the cue's class, all from the same appearance distribution whatever that class is."""
-        wanted, placed = int(self.rng.integers(2, 6)), []  # placed: (x, z, width, height) in m
+        wanted = int(self.rng.integers(2, 6))
+        placed: list[tuple[float, float, float, float]] = []  # (x, z, width, height) in m
         for _ in range(200):
             if len(placed) == wanted:
                 break
@@ -601,6 +606,8 @@ def write_synthetic_cityscapes(
         if not isinstance(value, int) or value < 1:
             raise BadInput(f"{name} must be a positive number of images, got {value!r}")
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise BadInput(f"{root} is a file; expected a folder to write the synthetic set into")
     if root.exists() and any(root.iterdir()) and not (root / MANIFEST).is_file():
         raise OutputInUse(f"{root} exists and is not a synthetic set written by anncore (no {MANIFEST}); "
                               "refusing to overwrite it: pass another root or remove it")  # fmt: skip
