@@ -3,7 +3,7 @@
 The blocks are importable from the package root; the rest lives in modules named for what they hold.
 """
 
-from anncore.attention import ATTENTION_PATHS, attention, attention_weights
+from anncore.attention import ATTN_IMPLEMENTATIONS, attention, attention_weights
 from anncore.blocks import AFNB, APNB, NonLocal2d, SelfAttention2d
 from anncore.env import pick_device
 from anncore.pyramid import effective_attention, num_anchors, pooling_matrix, pyramid_pool
@@ -11,7 +11,7 @@ from anncore.pyramid import effective_attention, num_anchors, pooling_matrix, py
 __all__ = [
     "AFNB",
     "APNB",
-    "ATTENTION_PATHS",
+    "ATTN_IMPLEMENTATIONS",
     "NonLocal2d",
     "SelfAttention2d",
     "attention",

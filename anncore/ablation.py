@@ -38,17 +38,16 @@ from anncore.config import TrainConfig, data_root_of, plain_config
 from anncore.cost import time_step
 from anncore.cue import VEHICLES, board_swap, val_scenes
 from anncore.data import CLASS_NAMES
-from anncore.data.synthetic import MANIFEST
+from anncore.data.root import is_synthetic
 from anncore.env import pick_device
 from anncore.errors import BadInput
 from anncore.files import utc_stamp, write_json
 from anncore.model import ANN, load_model
-from anncore.train import train
+from anncore.train import clear_run, train
 
 #: The heads in the order of the comparison: no context, full non-local, pyramid non-local, the full network.
 ABLATION_HEADS: tuple[str, ...] = ("fcn", "nl", "apnb", "ann")
 #: Files :func:`anncore.train.train` writes into its ``out`` folder.
-RUN_FILES: tuple[str, ...] = ("checkpoint.pt", "log.jsonl", "metrics.json", "config.yaml")
 #: Per-run numbers summarised per head as mean and sample standard deviation.
 SUMMARISED: tuple[str, ...] = (
     "miou",
@@ -58,17 +57,6 @@ SUMMARISED: tuple[str, ...] = (
     "train_time_s",
     "inference_ms",
 )
-
-
-def clear_run(out: str | Path) -> None:
-    """Delete the files a previous training run wrote into ``out`` (nothing else), so a new run starts fresh."""
-    for name in RUN_FILES:
-        (Path(out) / name).unlink(missing_ok=True)
-
-
-def is_synthetic(root: Path) -> bool:
-    """Whether ``root`` holds the generated synthetic set (its manifest) rather than real Cityscapes."""
-    return (Path(root) / MANIFEST).is_file()
 
 
 def context_block_params(model: ANN) -> int:

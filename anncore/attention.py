@@ -6,7 +6,9 @@ Every block in this project reduces to one computation (paper Eq. 1-2, official 
     context = sim @ V                                 # (B, N, Cv)
 
 with queries ``Q: (B, N, Ck)``, keys ``K: (B, S, Ck)`` and values ``V: (B, S, Cv)``. ``S = N`` for the non-local
-block and ``S = 110`` anchors for APNB/AFNB. Two interchangeable paths compute it:
+block and ``S = 110`` anchors for APNB/AFNB. Two interchangeable implementations compute it, chosen by
+``attn_implementation`` (the name PyTorch users know from Hugging Face's models; here also the training config's
+field and ``--attn-implementation`` flag, and the key a checkpoint records it under):
 
 ``naive``
     the official code's explicit ``matmul -> softmax -> matmul``; materialises the ``(B, N, S)`` score matrix.
@@ -15,10 +17,10 @@ block and ``S = 110`` anchors for APNB/AFNB. Two interchangeable paths compute i
     kernel (flash / memory-efficient / cuDNN) that never stores the score matrix. Its default scale is
     ``1 / sqrt(Ck)``, the same as ANN's.
 
-A path may also name one SDPA backend (``flash``, ``efficient``, ``cudnn``, ``math``); it is then forced through
-``torch.nn.attention.sdpa_kernel`` and raises if that backend cannot run the inputs, never falling back silently.
-``auto`` resolves to ``sdpa``: PyTorch's dispatcher always has at least its math kernel, so ``sdpa`` runs wherever
-``naive`` does, and is never slower in memory.
+An implementation may also name one SDPA backend (``flash``, ``efficient``, ``cudnn``, ``math``); it is then forced
+through ``torch.nn.attention.sdpa_kernel`` and raises if that backend cannot run the inputs, never falling back
+silently. ``auto`` resolves to ``sdpa``: PyTorch's dispatcher always has at least its math kernel, so ``sdpa`` runs
+wherever ``naive`` does, and is never slower in memory.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-AttentionPath = Literal["auto", "naive", "sdpa", "flash", "efficient", "cudnn", "math"]
-ATTENTION_PATHS: tuple[str, ...] = get_args(AttentionPath)
+from anncore.errors import BadInput
+
+AttnImplementation = Literal["auto", "naive", "sdpa", "flash", "efficient", "cudnn", "math"]
+ATTN_IMPLEMENTATIONS: tuple[str, ...] = get_args(AttnImplementation)
 
 SDPA_BACKENDS: dict[str, SDPBackend] = {
     "flash": SDPBackend.FLASH_ATTENTION,
@@ -40,16 +44,16 @@ SDPA_BACKENDS: dict[str, SDPBackend] = {
 }
 
 
-def check_path(path: str) -> AttentionPath:
-    """Return ``path`` if it names an attention path, else raise a ``ValueError`` listing the valid names."""
-    if path not in ATTENTION_PATHS:
-        raise ValueError(f"attention path must be one of {ATTENTION_PATHS}, got {path!r}")
-    return cast(AttentionPath, path)
+def check_attn_implementation(name: str) -> AttnImplementation:
+    """Return ``name`` if it names an attention implementation, else raise a ``BadInput`` listing the valid names."""
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise BadInput(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {name!r}")
+    return cast(AttnImplementation, name)
 
 
-def resolve_path(path: str) -> str:
-    """The path that really runs for a requested one: ``auto`` becomes ``sdpa``, every other name stays."""
-    return "sdpa" if check_path(path) == "auto" else path
+def resolve_attn_implementation(name: str) -> str:
+    """The implementation that really runs for a requested one: ``auto`` becomes ``sdpa``, every other name stays."""
+    return "sdpa" if check_attn_implementation(name) == "auto" else name
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
@@ -83,18 +87,18 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, path: AttentionPath = "auto"
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_implementation: AttnImplementation = "auto"
 ) -> tuple[torch.Tensor, str]:
-    """Compute ``softmax(Ck^-1/2 q k^T) v`` by the requested path (module docstring).
+    """Compute ``softmax(Ck^-1/2 q k^T) v`` by the requested implementation (module docstring).
 
     Args:
         q: queries ``(B, N, Ck)``.
         k: keys ``(B, S, Ck)``.
         v: values ``(B, S, Cv)``.
-        path: one of :data:`ATTENTION_PATHS`.
+        attn_implementation: one of :data:`ATTN_IMPLEMENTATIONS`.
 
     Returns:
-        ``(context, ran)``: the context ``(B, N, Cv)`` and the name of the path that ran
+        ``(context, ran)``: the context ``(B, N, Cv)`` and the name of the implementation that ran
         (``naive``, ``sdpa`` or the forced backend).
 
     Raises:
@@ -102,7 +106,7 @@ def attention(
             the backend and the inputs.
     """
     _check_qkv(q, k, v)
-    ran = resolve_path(path)
+    ran = resolve_attn_implementation(attn_implementation)
     if ran == "naive":
         return torch.bmm(attention_weights(q, k), v), ran
     if ran == "sdpa":
@@ -113,7 +117,8 @@ def attention(
     except RuntimeError as err:
         raise RuntimeError(
             f"SDPA backend {ran!r} cannot run q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} "
-            f"({q.dtype} on {q.device}); choose path='sdpa' to let PyTorch pick a backend. PyTorch said: {err}"
+            f"({q.dtype} on {q.device}); choose attn_implementation='sdpa' to let PyTorch pick a backend. "
+            f"PyTorch said: {err}"
         ) from err
 
 
@@ -126,7 +131,7 @@ def available_sdpa_backends(device: torch.device | str, dtype: torch.dtype = tor
     result = {}
     for name in SDPA_BACKENDS:
         try:
-            attention(q, q, q, path=name)  # type: ignore[arg-type]
+            attention(q, q, q, attn_implementation=name)  # type: ignore[arg-type]
             result[name] = True
         except RuntimeError:
             result[name] = False

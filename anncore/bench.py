@@ -5,10 +5,11 @@
     alone (its ``_SelfAttentionBlock``, here :class:`~anncore.blocks.SelfAttention2d`, without the fusion conv) on
     ``1x2048xHxW`` for 96x96, 128x128 and 128x256; APNB(2048, 2048, 256, 256) against the base-OC non-local block
     with the same channels; fp32, ``eval()``, ``no_grad``; time and memory of an identity block subtracted; memory
-    counts the weights, as ``max_memory_allocated`` did there. The non-local block runs the paper's naive path and,
-    beyond the paper, PyTorch's fused SDPA. Deliberate deviations: time is the median of ``repeats`` calls after
-    ``warmup`` (official: the mean of 20 calls, the first included); the query is projected once, as everywhere in
-    :mod:`anncore.blocks` (official: ``f_query`` and ``f_key`` run separately, one more 2048->256 conv per block).
+    counts the weights, as ``max_memory_allocated`` did there. The non-local block runs the paper's naive
+    implementation and, beyond the paper, PyTorch's fused SDPA. Deliberate deviations: time is the median of
+    ``repeats`` calls after ``warmup`` (official: the mean of 20 calls, the first included); the query is projected
+    once, as everywhere in :mod:`anncore.blocks` (official: ``f_query`` and ``f_key`` run separately, one more
+    2048->256 conv per block).
 ``sweep``
     ``N = H*W`` from small to as large as fits for the :class:`~anncore.blocks.NonLocal2d` and
     :class:`~anncore.blocks.APNB` blocks (the network's 512 channels by default): naive and fused non-local, each
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from anncore.attention import SDPA_BACKENDS, AttentionPath
+from anncore.attention import SDPA_BACKENDS, AttnImplementation
 from anncore.blocks import APNB, NonLocal2d, SelfAttention2d
 from anncore.cost import MAX_TIMED_CALLS, Cost, attention_flops, attention_matrix_bytes, measure, memory_method
 from anncore.env import environment_report, pick_device
@@ -98,19 +99,19 @@ QUICK: _Quick = {
 
 @dataclass(frozen=True)
 class Variant:
-    """One measured unit: ``kind`` is ``identity``, ``nl`` or ``apnb``; ``path`` an attention path."""
+    """One measured unit: ``kind`` is ``identity``, ``nl`` or ``apnb``; ``attn_implementation`` how it attends."""
 
     kind: str
-    path: str = ""
+    attn_implementation: str = ""
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-{self.path}" if self.path else self.kind
+        return f"{self.kind}-{self.attn_implementation}" if self.attn_implementation else self.kind
 
     @property
     def forced(self) -> bool:
         """A forced SDPA backend, which raises where it cannot run (recorded ``unavailable``)."""
-        return self.path in SDPA_BACKENDS
+        return self.attn_implementation in SDPA_BACKENDS
 
 
 PAPER_VARIANTS: tuple[Variant, ...] = (Variant("identity"), Variant("nl", "naive"), Variant("apnb", "naive"))
@@ -214,18 +215,23 @@ def _unit(variant: Variant, config: BenchConfig) -> nn.Module:
     c, kv = config.channels, config.kv_channels
     if variant.kind == "identity":
         return nn.Identity()
+    impl = cast(AttnImplementation, variant.attn_implementation)  # one of the names of SWEEP/PAPER_VARIANTS
     if config.suite == "paper":
         pools = DEFAULT_POOL_SIZES if variant.kind == "apnb" else None
-        return SelfAttention2d(c, c, kv, kv, c, pools, True, cast(AttentionPath, variant.path))
+        return SelfAttention2d(c, c, kv, kv, c, pools, True, impl)
     block = APNB if variant.kind == "apnb" else NonLocal2d
-    return block(c, c, kv, kv, 0.05, path=cast(AttentionPath, variant.path))
+    return block(c, c, kv, kv, 0.05, attn_implementation=impl)
 
 
 def _host_shortfall(variant: Variant, n: int, config: BenchConfig, backward: bool) -> str:
     """On CPU, why a naive/math non-local run would exhaust host memory, else ``""``. Linux overcommits, so the
     OOM killer would end the whole process instead of raising; the score matrices (fp32, two live forward, about
     four with backward) are checked against free memory first."""
-    if config.device.type != "cpu" or variant.kind != "nl" or variant.path not in ("naive", "math", "sdpa"):
+    if (
+        config.device.type != "cpu"
+        or variant.kind != "nl"
+        or variant.attn_implementation not in ("naive", "math", "sdpa")
+    ):
         return ""
     try:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -269,7 +275,11 @@ def _measure_one(variant: Variant, hw: tuple[int, int], dtype: str, mode: str, c
 def _record(variant: Variant, hw: tuple[int, int], dtype: str, mode: str, config: BenchConfig, cost: Cost) -> dict:
     """One result row: the measurement plus the analytic attention FLOPs/bytes and the weights' bytes."""
     n = hw[0] * hw[1]
-    row: dict[str, object] = {"variant": variant.name, "kind": variant.kind, "path": variant.path}
+    row: dict[str, object] = {
+        "variant": variant.name,
+        "kind": variant.kind,
+        "attn_implementation": variant.attn_implementation,
+    }
     row |= {"height": hw[0], "width": hw[1], "n": n, "mode": mode}
     if variant.kind != "identity":
         s = n if variant.kind == "nl" else num_anchors(DEFAULT_POOL_SIZES)
@@ -407,6 +417,9 @@ def load_documents(folder: Path, pattern: str = "*.json") -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(Path(folder).glob(pattern))]
 
 
+_RENAMED = {"path": "attn_implementation"}
+
+
 def results_frame(documents: Sequence[dict]) -> pd.DataFrame:
     """Every result row of ``documents`` as one table, with the run's suite, device, dtype, memory format and
     torch version on each row, and ``peak_mib``, ``gflop`` columns for plotting (needs pandas, a `course` extra)."""
@@ -417,7 +430,8 @@ def results_frame(documents: Sequence[dict]) -> pd.DataFrame:
         env = document["env"]
         run = {"suite": document["suite"], "device": document["device"], "device_name": env["device_name"]}
         run |= {"dtype": document["dtype"], "memory_format": document["memory_format"], "torch": env["torch"]}
-        rows += [run | row for row in document["results"]]
+        # documents written before the name was unified call attn_implementation "path"
+        rows += [run | {_RENAMED.get(k, k): v for k, v in row.items()} for row in document["results"]]
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["peak_mib"] = frame["peak_bytes"] / 2**20

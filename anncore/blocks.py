@@ -27,7 +27,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from anncore.attention import AttentionPath, attention, attention_weights, check_path
+from anncore.attention import AttnImplementation, attention, attention_weights, check_attn_implementation
 from anncore.pyramid import DEFAULT_POOL_SIZES, check_pool_sizes, pyramid_pool
 
 
@@ -74,7 +74,8 @@ class SelfAttention2d(nn.Module):
         out_channels: channels of ``W``'s output.
         pool_sizes: pyramid for keys/values, or ``None`` to attend to every pixel.
         share_query_key: use one module for query and key (APNB, non-local) or two (AFNB).
-        path: attention path, see :mod:`anncore.attention`.
+        attn_implementation: how attention is computed (``auto``, ``naive``, ``sdpa`` or one SDPA backend), see
+            :mod:`anncore.attention`.
     """
 
     def __init__(
@@ -86,7 +87,7 @@ class SelfAttention2d(nn.Module):
         out_channels: int,
         pool_sizes: Sequence[int] | None,
         share_query_key: bool,
-        path: AttentionPath = "auto",
+        attn_implementation: AttnImplementation = "auto",
     ) -> None:
         super().__init__()
         check_channels(
@@ -96,8 +97,8 @@ class SelfAttention2d(nn.Module):
         self.low_in_channels = low_in_channels
         self.high_in_channels = low_in_channels if share_query_key else high_in_channels
         self.pool_sizes = None if pool_sizes is None else check_pool_sizes(pool_sizes)
-        self.path = check_path(path)
-        self.last_path: str | None = None
+        self.attn_implementation = check_attn_implementation(attn_implementation)
+        self.last_attn_implementation: str | None = None
         self.f_key = _conv1x1_bn_relu(low_in_channels, key_channels)
         self.f_query = self.f_key if share_query_key else _conv1x1_bn_relu(high_in_channels, key_channels)
         self.f_value = nn.Conv2d(low_in_channels, value_channels, 1)
@@ -118,11 +119,12 @@ class SelfAttention2d(nn.Module):
         # APNB and non-local share f_query = f_key on one input: project once (the official code projects twice).
         query_map = key_map if (self.f_query is self.f_key and low is high) else self.f_query(high)
         query, key = _tokens(query_map), self._sample(key_map)
-        context, self.last_path = attention(query, key, self._sample(self.f_value(low)), self.path)
+        value = self._sample(self.f_value(low))
+        context, self.last_attn_implementation = attention(query, key, value, self.attn_implementation)
         out = self.W(context.transpose(1, 2).reshape(b, -1, h, w))
         if return_attention:
-            # Explicit weights, since a fused kernel returns none (recomputed on the naive path too: this is the
-            # inspection path, not the training one).
+            # Explicit weights, since a fused kernel returns none (recomputed on the naive implementation too: this is
+            # for inspection, not training).
             return out, attention_weights(query, key)
         return out
 
@@ -149,9 +151,9 @@ class _FusedAttentionBlock(nn.Module):
         return self.fuse(torch.cat([self.attention(low, high), high], dim=1))
 
     @property
-    def last_path(self) -> str | None:
-        """The attention path that ran in the last forward (``naive``, ``sdpa`` or a forced backend)."""
-        return self.attention.last_path
+    def last_attn_implementation(self) -> str | None:
+        """The attention implementation that ran in the last forward (``naive``, ``sdpa`` or a forced backend)."""
+        return self.attention.last_attn_implementation
 
 
 class _SelfFusedBlock(_FusedAttentionBlock):
@@ -165,7 +167,7 @@ class _SelfFusedBlock(_FusedAttentionBlock):
         value_channels: int,
         dropout: float,
         pool_sizes: Sequence[int] | None,
-        path: AttentionPath,
+        attn_implementation: AttnImplementation,
     ) -> None:
         super().__init__()
         check_channels(
@@ -173,7 +175,7 @@ class _SelfFusedBlock(_FusedAttentionBlock):
         )
         self.in_channels = in_channels
         self.attention = SelfAttention2d(
-            in_channels, in_channels, key_channels, value_channels, out_channels, pool_sizes, True, path
+            in_channels, in_channels, key_channels, value_channels, out_channels, pool_sizes, True, attn_implementation
         )
         self.fuse = nn.Sequential(
             nn.Conv2d(out_channels + in_channels, out_channels, 1),
@@ -205,9 +207,9 @@ class NonLocal2d(_SelfFusedBlock):
         key_channels: int = 256,
         value_channels: int = 256,
         dropout: float = 0.05,
-        path: AttentionPath = "auto",
+        attn_implementation: AttnImplementation = "auto",
     ) -> None:
-        super().__init__(in_channels, out_channels, key_channels, value_channels, dropout, None, path)
+        super().__init__(in_channels, out_channels, key_channels, value_channels, dropout, None, attn_implementation)
 
 
 class APNB(_SelfFusedBlock):
@@ -226,9 +228,11 @@ class APNB(_SelfFusedBlock):
         value_channels: int = 256,
         dropout: float = 0.05,
         pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES,
-        path: AttentionPath = "auto",
+        attn_implementation: AttnImplementation = "auto",
     ) -> None:
-        super().__init__(in_channels, out_channels, key_channels, value_channels, dropout, pool_sizes, path)
+        super().__init__(
+            in_channels, out_channels, key_channels, value_channels, dropout, pool_sizes, attn_implementation
+        )
 
 
 class AFNB(_FusedAttentionBlock):
@@ -249,7 +253,7 @@ class AFNB(_FusedAttentionBlock):
         value_channels: int = 256,
         dropout: float = 0.05,
         pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES,
-        path: AttentionPath = "auto",
+        attn_implementation: AttnImplementation = "auto",
     ) -> None:
         super().__init__()
         check_channels(
@@ -259,7 +263,14 @@ class AFNB(_FusedAttentionBlock):
         self.low_in_channels = low_in_channels
         self.high_in_channels = high_in_channels
         self.attention = SelfAttention2d(
-            low_in_channels, high_in_channels, key_channels, value_channels, out_channels, pool_sizes, False, path
+            low_in_channels,
+            high_in_channels,
+            key_channels,
+            value_channels,
+            out_channels,
+            pool_sizes,
+            False,
+            attn_implementation,
         )
         self.fuse = nn.Sequential(
             nn.Conv2d(out_channels + high_in_channels, out_channels, 1),

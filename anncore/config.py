@@ -17,7 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from anncore.attention import ATTENTION_PATHS
+from anncore.attention import ATTN_IMPLEMENTATIONS
 from anncore.backbone import BACKBONES
 from anncore.data.root import SYNTHETIC, resolve_data_root, synthetic_set_of
 from anncore.errors import BadInput
@@ -55,7 +55,11 @@ class TrainConfig:
     backbone: str = _opt("resnet101", f"one of {BACKBONES}", choices=BACKBONES)
     head: str = _opt("ann", f"one of {HEADS}", choices=HEADS)
     pretrained: str | None = _opt(None, "backbone weights: none, imagenet (torchvision download) or a checkpoint path")
-    attention: str = _opt("auto", "attention path of the context blocks", choices=ATTENTION_PATHS)
+    attn_implementation: str = _opt(
+        "auto",
+        "how the context blocks compute attention: naive, sdpa (fused) or one SDPA backend",
+        choices=ATTN_IMPLEMENTATIONS,
+    )
     optimizer: str = _opt("sgd", "sgd (official, with momentum) or adam (the synthetic CPU recipe)", choices=OPTIMIZERS)
     lr: float = _opt(0.01, "base learning rate (official 0.01)")
     momentum: float = _opt(0.9, "SGD momentum (official 0.9)")
@@ -168,6 +172,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
+#: Old field name -> new one; :func:`load_config` still reads the old name (``config.yaml`` of earlier runs).
+RENAMED_KEYS = {"attention": "attn_implementation"}
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """:class:`TrainConfig` from a YAML mapping of field names (``None``: the defaults), then ``overrides``.
 
@@ -187,6 +195,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
             raise ConfigError(f"{path}: expected a YAML mapping of TrainConfig fields, got {type(loaded).__name__}")
         values.update(loaded)
     values.update(overrides)
+    for old, new in RENAMED_KEYS.items():  # files written before a field was renamed
+        if old in values and new not in values:
+            values[new] = values.pop(old)
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anncore.attention import AttentionPath
+from anncore.attention import AttnImplementation, check_attn_implementation
 from anncore.backbone import UntrainedBackboneWarning, build_backbone
 from anncore.blocks import AFNB, APNB, NonLocal2d
 from anncore.checkpoint import check_finite, load_checkpoint
@@ -85,21 +85,30 @@ class ContextHead(nn.Module):
         high_channels: int,
         widths: HeadWidths,
         num_classes: int,
-        path: AttentionPath = "auto",
+        attn_implementation: AttnImplementation = "auto",
     ) -> None:
         super().__init__()
         if head not in HEADS:
             raise BadInput(f"head must be one of {HEADS}, got {head!r}")
         self.kind = head
         ctx = widths.context
+        impl = attn_implementation
         self.afnb = (
-            AFNB(low_channels, high_channels, high_channels, widths.key, widths.value, DROPOUT, path=path)
+            AFNB(
+                low_channels, high_channels, high_channels, widths.key, widths.value, DROPOUT, attn_implementation=impl
+            )
             if head == "ann"
             else None
         )
         self.bottleneck = _conv3x3_bn_relu(high_channels, ctx)
-        self.apnb = APNB(ctx, ctx, widths.key, widths.value, DROPOUT, path=path) if head in ("ann", "apnb") else None
-        self.nl = NonLocal2d(ctx, ctx, widths.key, widths.value, DROPOUT, path=path) if head == "nl" else None
+        self.apnb = (
+            APNB(ctx, ctx, widths.key, widths.value, DROPOUT, attn_implementation=impl)
+            if head in ("ann", "apnb")
+            else None
+        )
+        self.nl = (
+            NonLocal2d(ctx, ctx, widths.key, widths.value, DROPOUT, attn_implementation=impl) if head == "nl" else None
+        )
         self.cls = nn.Conv2d(ctx, num_classes, 1)
 
     @property
@@ -135,7 +144,7 @@ class ANN(nn.Module):
         backbone: one of :data:`~anncore.backbone.BACKBONES`.
         head: one of :data:`HEADS` (module docstring).
         pretrained: backbone weights: ``None``, ``"imagenet"`` or a checkpoint path (see :mod:`anncore.backbone`).
-        path: attention path of the context blocks (:mod:`anncore.attention`).
+        attn_implementation: how the context blocks compute attention (:mod:`anncore.attention`).
         aux: build the auxiliary head on layer3.
 
     ``model(images)`` returns a dict of logits at the input size: ``{"out", "aux"}`` in training mode (``aux`` only
@@ -150,15 +159,17 @@ class ANN(nn.Module):
         backbone: str = "resnet101",
         head: str = "ann",
         pretrained: str | Path | None = None,
-        path: AttentionPath = "auto",
+        attn_implementation: AttnImplementation = "auto",
         aux: bool = True,
     ) -> None:
         super().__init__()  # names are checked where they are used: build_backbone, the head, the blocks
-        self.config = {"num_classes": num_classes, "backbone": backbone, "head": head, "path": path, "aux": aux}
+        check_attn_implementation(attn_implementation)  # here too: the fcn head has no block to check it
+        self.config = {"num_classes": num_classes, "backbone": backbone, "head": head,
+                       "attn_implementation": attn_implementation, "aux": aux}  # fmt: skip
         self.backbone = build_backbone(backbone, pretrained)
         low, high = self.backbone.low_channels, self.backbone.high_channels
         widths = HEAD_WIDTHS[backbone]
-        self.head = ContextHead(head, low, high, widths, num_classes, path)
+        self.head = ContextHead(head, low, high, widths, num_classes, attn_implementation)
         self.aux_head = _aux_head(low, widths.aux, num_classes) if aux else None
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -198,6 +209,8 @@ def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu")
     if "model" not in state or "model_config" not in state:
         raise BadInput(f"{path} holds no model (keys {sorted(state)}); expected a training checkpoint or model.pt")
     config = dict(state["model_config"])
+    if "path" in config:  # checkpoints written before the name was unified
+        config["attn_implementation"] = config.pop("path")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedBackboneWarning)
         model = ANN(**config, pretrained=None)

@@ -85,7 +85,7 @@ from anncore.model import ANN
 from anncore.sampler import ResumableBatchSampler, SeededSamples
 
 if TYPE_CHECKING:
-    from anncore.attention import AttentionPath
+    from anncore.attention import AttnImplementation
     from anncore.data import CityscapesSegmentation
 
 
@@ -95,11 +95,21 @@ def build_model(config: TrainConfig, num_classes: int | None = None) -> ANN:
         from anncore.data import NUM_CLASSES
 
         num_classes = NUM_CLASSES
-    path = cast("AttentionPath", config.attention)  # TrainConfig checks it is one of ATTENTION_PATHS
-    return ANN(num_classes, config.backbone, config.head, config.pretrained, path, config.aux_weight > 0)
+    impl = cast("AttnImplementation", config.attn_implementation)  # TrainConfig checks it is one of them
+    return ANN(num_classes, config.backbone, config.head, config.pretrained, impl, config.aux_weight > 0)
 
 
 # ----------------------------------------------------------------------------------------------------------- data
+#: The files a run writes into ``OUT`` (and :func:`clear_run` deletes).
+RUN_FILES: tuple[str, ...] = ("checkpoint.pt", "log.jsonl", "metrics.json", "config.yaml")
+
+
+def clear_run(out: str | Path) -> None:
+    """Delete the files a previous training run wrote into ``out`` (nothing else), so a new run starts fresh."""
+    for name in RUN_FILES:
+        (Path(out) / name).unlink(missing_ok=True)
+
+
 #: Data sets of at most this many images (train + val) are decoded in full before training, ``--check-data`` or not.
 CHECK_DATA_UP_TO = 500
 
@@ -294,15 +304,16 @@ def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
 
 
 def _check_backend(requested: str, device: torch.device, dtype: torch.dtype) -> None:
-    """Refuse, before building anything, an SDPA backend (``--attention flash`` ...) that cannot run on ``device``."""
+    """Refuse, before building anything, an SDPA backend (``--attn-implementation flash`` ...) that cannot run on
+    ``device``."""
     if requested not in SDPA_BACKENDS:
         return
     available = available_sdpa_backends(device, dtype)
     if not available[requested]:
         runs = [name for name, ok in available.items() if ok]
         raise BadInput(
-            f"--attention {requested}: that SDPA backend cannot run on {device.type} in {dtype} with this PyTorch "
-            f"(backends that can: {', '.join(runs) or 'none'}); use auto, sdpa or naive"
+            f"--attn-implementation {requested}: that SDPA backend cannot run on {device.type} in {dtype} with this "
+            f"PyTorch (backends that can: {', '.join(runs) or 'none'}); use auto, sdpa or naive"
         )
 
 
@@ -329,7 +340,7 @@ class _Run:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # official; exact resume is promised on CPU only
         self.autocast_dtype = amp_dtype(config.amp, device)
-        _check_backend(config.attention, device, self.autocast_dtype or torch.float32)
+        _check_backend(config.attn_implementation, device, self.autocast_dtype or torch.float32)
         model = build_model(config, NUM_CLASSES).to(device)
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)

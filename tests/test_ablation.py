@@ -10,11 +10,8 @@ from pathlib import Path
 import pytest
 
 from anncore.ablation import (
-    RUN_FILES,
     SUMMARISED,
     ablation_frame,
-    clear_run,
-    is_synthetic,
     latest_ablation,
     per_class_frame,
     run_ablation,
@@ -109,15 +106,3 @@ def test_write_and_latest_ablation_pick_the_newest(document: dict, tmp_path: Pat
     found = latest_ablation(tmp_path)
     assert found is not None and found[1]["created"] == "29990101T000000Z"
     assert latest_ablation(tmp_path / "empty") is None
-
-
-def test_clear_run_deletes_only_run_files(tmp_path: Path) -> None:
-    for name in (*RUN_FILES, "notes.txt"):
-        (tmp_path / name).write_text("x")
-    clear_run(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
-    clear_run(tmp_path / "missing")  # nothing to delete is fine
-
-
-def test_is_synthetic(tiny_root: Path, tmp_path: Path) -> None:
-    assert is_synthetic(tiny_root) and not is_synthetic(tmp_path)

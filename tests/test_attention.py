@@ -1,9 +1,15 @@
-"""The attention core: naive and SDPA paths against each other and against a float64 reference."""
+"""The attention core: naive and SDPA implementations against each other and against a float64 reference."""
 
 import pytest
 import torch
 
-from anncore.attention import ATTENTION_PATHS, attention, attention_weights, available_sdpa_backends, resolve_path
+from anncore.attention import (
+    ATTN_IMPLEMENTATIONS,
+    attention,
+    attention_weights,
+    available_sdpa_backends,
+    resolve_attn_implementation,
+)
 
 
 def reference(q, k, v):
@@ -17,20 +23,20 @@ CASES = [(35, 110, 16, 16), (7, 7, 8, 24), (1, 3, 4, 4)]
 
 
 @pytest.mark.parametrize(
-    "path,n,s,ck,cv",
+    "impl,n,s,ck,cv",
     [
-        (path, *case)
-        for path in ("naive", "sdpa", "auto", "math", "flash")
+        (impl, *case)
+        for impl in ("naive", "sdpa", "auto", "math", "flash")
         for case in CASES
-        if path != "flash" or case[2] == case[3]
+        if impl != "flash" or case[2] == case[3]
     ],  # flash needs Ck == Cv
 )
-def test_paths_match_reference(path, n, s, ck, cv):
+def test_implementations_match_reference(impl, n, s, ck, cv):
     g = torch.Generator().manual_seed(0)
     q, k = torch.randn(2, n, ck, generator=g), torch.randn(2, s, ck, generator=g)
     v = torch.randn(2, s, cv, generator=g)
-    out, ran = attention(q, k, v, path)
-    assert ran == resolve_path(path)
+    out, ran = attention(q, k, v, impl)
+    assert ran == resolve_attn_implementation(impl)
     torch.testing.assert_close(out.double(), reference(q, k, v), atol=1e-5, rtol=1e-5)
 
 
@@ -52,23 +58,23 @@ def test_forced_backend_that_cannot_run_raises():
         attention(q, q, q, missing[0])
 
 
-def test_unknown_path_and_bad_shapes():
+def test_unknown_implementation_and_bad_shapes():
     q = torch.randn(1, 4, 8)
-    with pytest.raises(ValueError, match="attention path must be one of"):
+    with pytest.raises(ValueError, match="attn_implementation must be one of"):
         attention(q, q, q, "fast")
     with pytest.raises(ValueError, match="same channels"):
         attention(q, torch.randn(1, 4, 6), q)
     with pytest.raises(ValueError, match="number of positions"):
         attention(q, q, torch.randn(1, 5, 8))
-    assert set(ATTENTION_PATHS) >= {"auto", "naive", "sdpa"}
+    assert set(ATTN_IMPLEMENTATIONS) >= {"auto", "naive", "sdpa"}
 
 
-def test_gradients_agree_between_paths():
+def test_gradients_agree_between_implementations():
     g = torch.Generator().manual_seed(1)
     tensors = [torch.randn(2, 13, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
     grads = {}
-    for path in ("naive", "sdpa"):
-        out, _ = attention(*tensors, path)
-        grads[path] = torch.autograd.grad(out.square().sum(), tensors)
+    for impl in ("naive", "sdpa"):
+        out, _ = attention(*tensors, impl)
+        grads[impl] = torch.autograd.grad(out.square().sum(), tensors)
     for a, b in zip(grads["naive"], grads["sdpa"], strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)

@@ -84,7 +84,7 @@ CLI_CASES = [
     ("synth --out is a file", ["synth", "--out", "{root}/recipe.yaml", "--train", "1", "--val", "1"],
      "recipe.yaml is a file; expected a folder"),
     ("SDPA backend this device lacks", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/eff",
-     "--attention", "efficient"], "--attention efficient: that SDPA backend cannot run on cpu"),
+     "--attn-implementation", "efficient"], "--attn-implementation efficient: that SDPA backend cannot run on cpu"),
     ("head does not fit the weights", ["evaluate", "--checkpoint", "{root}/other_head.pt", "--out", "{root}/e"],
      "weights do not fit the model its model_config describes"),
     ("pretrained file is text", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/pre", "--backbone",

@@ -11,10 +11,10 @@ from anncore import AFNB, APNB, NonLocal2d, effective_attention
 SHAPES = [(9, 13), (7, 5), (3, 3), (1, 2), (8, 8)]  # odd, below the 8x8 grid, and a single row
 
 
-def make(cls, *args, path="naive", seed=0, dtype=torch.float32, **kwargs):
+def make(cls, *args, impl="naive", seed=0, dtype=torch.float32, **kwargs):
     """A block in eval mode with its zero-initialised W randomised, so that attention matters in the output."""
     torch.manual_seed(seed)
-    block = cls(*args, path=path, **kwargs).to(dtype).eval()
+    block = cls(*args, attn_implementation=impl, **kwargs).to(dtype).eval()
     nn.init.normal_(block.attention.W.weight, std=0.5)
     nn.init.normal_(block.attention.W.bias, std=0.5)
     for bn in (m for m in block.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial running stats
@@ -43,22 +43,22 @@ BLOCKS = {
 @pytest.mark.parametrize("h,w", SHAPES)
 def test_naive_and_sdpa_agree_in_output_and_gradient(cls, h, w):
     outs, grads = {}, {}
-    for path in ("naive", "sdpa"):
-        block = make(cls, **BLOCKS[cls], path=path)
+    for impl in ("naive", "sdpa"):
+        block = make(cls, **BLOCKS[cls], impl=impl)
         xs = inputs(cls, h, w, requires_grad=True)
         out = block(*xs)
-        assert block.last_path == path
-        outs[path] = out
-        grads[path] = torch.autograd.grad(out.square().sum(), [*xs, *block.parameters()])
+        assert block.last_attn_implementation == impl
+        outs[impl] = out
+        grads[impl] = torch.autograd.grad(out.square().sum(), [*xs, *block.parameters()])
     torch.testing.assert_close(outs["naive"], outs["sdpa"], atol=1e-5, rtol=0)
     for a, b in zip(grads["naive"], grads["sdpa"], strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("cls", list(BLOCKS))
-@pytest.mark.parametrize("path", ["naive", "sdpa"])
-def test_gradcheck_float64(cls, path):
-    block = make(cls, **BLOCKS[cls], path=path, dtype=torch.float64)
+@pytest.mark.parametrize("impl", ["naive", "sdpa"])
+def test_gradcheck_float64(cls, impl):
+    block = make(cls, **BLOCKS[cls], impl=impl, dtype=torch.float64)
     xs = inputs(cls, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *x: block(*x), xs)
 
@@ -81,7 +81,7 @@ def test_pyramid_block_is_a_non_local_block_with_effective_weights(cls, h, w):
 
 def test_non_local_block_matches_explicit_formula():
     """NonLocal2d against the N x N computation written out with einsum (OCNet base-OC)."""
-    block = make(NonLocal2d, **BLOCKS[NonLocal2d], dtype=torch.float64, path="sdpa")
+    block = make(NonLocal2d, **BLOCKS[NonLocal2d], dtype=torch.float64, impl="sdpa")
     (x,) = inputs(NonLocal2d, 5, 6, dtype=torch.float64)
     att = block.attention
     q = att.f_key(x).flatten(2)  # (B, Ck, N); query and key share f_key
@@ -97,7 +97,7 @@ def test_non_local_block_matches_explicit_formula():
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(1, 12), w=st.integers(1, 12), cls=st.sampled_from([APNB, AFNB]))
 def test_anchor_count_and_rows(h, w, cls):
-    block = make(cls, **BLOCKS[cls], path="sdpa")
+    block = make(cls, **BLOCKS[cls], impl="sdpa")
     out, weights = block(*inputs(cls, h, w), return_attention=True)
     assert weights.shape == (2, h * w, 110)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, h * w))
@@ -158,15 +158,15 @@ def test_bad_inputs_name_expected_and_received_shapes():
         fusion(torch.randn(1, 6, 5, 5), torch.randn(1, 10, 4, 5))
     with pytest.raises(ValueError, match="high must have shape"):
         fusion(torch.randn(1, 6, 5, 5), torch.randn(1, 6, 5, 5))
-    with pytest.raises(ValueError, match="attention path"):
-        APNB(6, 6, path="fused")
+    with pytest.raises(ValueError, match="attn_implementation must be one of"):
+        APNB(6, 6, attn_implementation="fused")
     with pytest.raises(ValueError, match="pool_sizes"):
         APNB(6, 6, pool_sizes=())
 
 
 @pytest.mark.parametrize("cls", list(BLOCKS))
 def test_attention_rows_equal_rows_of_the_full_matrix(cls):
-    block = make(cls, **BLOCKS[cls], path="sdpa")
+    block = make(cls, **BLOCKS[cls], impl="sdpa")
     xs = inputs(cls, 6, 7)
     low, high = (xs[0], xs[0]) if cls is not AFNB else xs
     _, full = block(*xs, return_attention=True)

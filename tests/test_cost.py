@@ -39,9 +39,9 @@ def qkv(n, s, ck, cv, batch=2, seed=0):
     )
 
 
-def counted(path, q, k, v):
+def counted(impl, q, k, v):
     with flop_counter() as fc:
-        attention(q, k, v, path)
+        attention(q, k, v, impl)
     return fc.get_total_flops()
 
 
@@ -50,10 +50,10 @@ def test_attention_flops_match_flop_counter_on_the_naive_path(n, s, ck, cv):
     assert counted("naive", *qkv(n, s, ck, cv)) == attention_flops(2, n, s, ck, cv)
 
 
-@pytest.mark.parametrize("path", ["sdpa", "math", "flash"])
-def test_fused_paths_count_the_same_flops(path):
+@pytest.mark.parametrize("impl", ["sdpa", "math", "flash"])
+def test_fused_implementations_count_the_same_flops(impl):
     q, k, v = qkv(50, 110, 16, 16)
-    assert counted(path, q, k, v) == counted("naive", q, k, v) == attention_flops(2, 50, 110, 16, 16)
+    assert counted(impl, q, k, v) == counted("naive", q, k, v) == attention_flops(2, 50, 110, 16, 16)
 
 
 def test_paper_arithmetic():
@@ -76,15 +76,15 @@ def test_backend_detection_from_op_names():
     assert attention_backend(["aten::add"]) is None
 
 
-@pytest.mark.parametrize("path,backend", [("naive", "naive"), ("math", "math"), ("flash", "flash")])
-def test_measure_reports_backend_flops_and_the_score_matrix_in_memory(path, backend):
+@pytest.mark.parametrize("impl,backend", [("naive", "naive"), ("math", "math"), ("flash", "flash")])
+def test_measure_reports_backend_flops_and_the_score_matrix_in_memory(impl, backend):
     q, k, v = qkv(2048, 2048, 8, 8, batch=1)
-    cost = measure(lambda *t: attention(*t, path)[0], q, k, v, warmup=1, repeats=2)
+    cost = measure(lambda *t: attention(*t, impl)[0], q, k, v, warmup=1, repeats=2)
     assert cost.status == "ok" and cost.backend == backend
     assert cost.flops == attention_flops(1, 2048, 2048, 8, 8)
     assert len(cost.times_ms) == 2 and cost.time_ms is not None
     scores = attention_matrix_bytes(1, 2048, 2048)
-    if path == "flash":  # the fused kernel never stores the 16 MiB score matrix
+    if impl == "flash":  # the fused kernel never stores the 16 MiB score matrix
         assert 0 < cost.peak_bytes < scores / 4
     else:
         assert cost.peak_bytes >= scores
@@ -93,7 +93,7 @@ def test_measure_reports_backend_flops_and_the_score_matrix_in_memory(path, back
 @pytest.mark.parametrize("block", [NonLocal2d, APNB])
 def test_measure_forward_backward_counts_the_backward_kernels_and_drops_grads(block):
     torch.manual_seed(0)
-    module = block(16, 16, 8, 8, path="flash").train()
+    module = block(16, 16, 8, 8, attn_implementation="flash").train()
     x = torch.randn(1, 16, 6, 6, requires_grad=True)
     forward = measure(module, x.detach(), warmup=0, repeats=1)
     both = measure(module, x, backward=True, warmup=1, repeats=1)

@@ -10,6 +10,7 @@ from anncore.data.root import (
     DATA_HOME_VARIABLE,
     SyntheticSet,
     generated_home,
+    is_synthetic,
     resolve_data_root,
     synthetic_set_of,
 )
@@ -57,3 +58,8 @@ def test_training_configs_and_checkpoints_follow_the_same_rule(tmp_path, monkeyp
 def test_a_config_without_synthetic_keys_reads_the_defaults(settings):
     expected = SyntheticSet(height=64, width=128) if settings else SyntheticSet()
     assert synthetic_set_of(settings) == expected
+
+
+def test_is_synthetic(tmp_path):
+    root = resolve_data_root("synthetic", SyntheticSet(train=1, val=1, height=32, width=64))
+    assert is_synthetic(root) and not is_synthetic(tmp_path)

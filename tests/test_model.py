@@ -54,14 +54,14 @@ def test_heads_differ_only_in_their_context_blocks():
 
 @pytest.mark.parametrize("head", HEADS)
 def test_outputs_at_input_size_train_and_eval(head):
-    model = ANN(5, "small", head, path="naive")
+    model = ANN(5, "small", head, attn_implementation="naive")
     x = torch.randn(2, 3, 70, 90)  # not a multiple of 8
     out = model.train()(x)
     assert set(out) == {"out", "aux"} and out["out"].shape == out["aux"].shape == (2, 5, 70, 90)
     with torch.no_grad():
         assert set(model.eval()(x)) == {"out"}
     if model.head.context_block is not None:
-        assert model.head.context_block.last_path == "naive"
+        assert model.head.context_block.last_attn_implementation == "naive"
 
 
 def test_logits_upsampled_with_align_corners_true():
@@ -89,7 +89,7 @@ def test_channels_last_gives_the_same_logits():
 
 def test_load_model_rebuilds_from_a_checkpoint_without_training_code(tmp_path):
     torch.manual_seed(0)
-    model = ANN(7, "small", "nl", path="naive").eval()
+    model = ANN(7, "small", "nl", attn_implementation="naive").eval()
     nn.init.normal_(model.head.nl.attention.W.weight)
     save_checkpoint({"model": model.state_dict(), "model_config": model.config}, tmp_path / "checkpoint.pt")
     loaded = load_model(tmp_path / "checkpoint.pt")
@@ -104,5 +104,5 @@ def test_bad_names_are_refused():
         ANN(19, "small", "psp")
     with pytest.raises(ValueError, match="backbone must be one of"):
         ANN(19, "vgg16")
-    with pytest.raises(ValueError, match="attention path must be one of"):
-        ANN(19, "small", path="fast")
+    with pytest.raises(ValueError, match="attn_implementation must be one of"):
+        ANN(19, "small", "fcn", attn_implementation="fast")  # refused even by the head without a block

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anncore.data.synthetic import ensure_synthetic
+from anncore.data.synthetic import MANIFEST, ensure_synthetic
 
 SYNTHETIC = "synthetic"
 DATA_HOME_VARIABLE = "ANNCORE_DATA"
@@ -74,3 +74,8 @@ def resolve_data_root(data_root: str | Path | None = None, synthetic: SyntheticS
         return synthetic.ensure()
     chosen = str(data_root or "") or os.environ.get("CITYSCAPES_DATASET", "")
     return Path(chosen).expanduser().resolve() if chosen else synthetic.ensure()
+
+
+def is_synthetic(root: str | Path) -> bool:
+    """Whether ``root`` holds a generated synthetic set (its manifest) rather than real Cityscapes."""
+    return (Path(root) / MANIFEST).is_file()

@@ -1,0 +1,73 @@
+"""The package layout: the import graph of anncore's modules has no cycle, counting every import, including the ones
+inside functions (a lazy import is no excuse for two modules that need each other)."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "anncore"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The anncore modules ``path`` imports anywhere in it (``from anncore.data import X`` names the package's
+    ``__init__`` unless ``X`` is a submodule)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("anncore"):
+            subs = {f"{node.module}.{alias.name}" for alias in node.names} & modules
+            found |= subs or {node.module}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("anncore")}
+    return found & modules
+
+
+def graph() -> dict[str, set[str]]:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    edges = {module_name(p): imports_of(p, modules) - {module_name(p)} for p in paths}
+    packages = {m for m in modules if (PACKAGE.parent / m.replace(".", "/") / "__init__.py").is_file()}
+    # a package's __init__ re-exports its submodules: a module importing a sibling through the package is not a cycle
+    return {m: {t for t in targets if not (t in packages and m.startswith(t + "."))} for m, targets in edges.items()}
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    assert find_cycle(graph()) is None, " -> ".join(find_cycle(graph()) or [])
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_core_modules_import_no_course_module():
+    course = {"anncore.viz", "anncore.widgets", "anncore.ablation", "anncore.course"}
+    core = {"anncore.attention", "anncore.pyramid", "anncore.blocks", "anncore.model", "anncore.train"}
+    edges = graph()
+    for module in core:
+        assert not edges[module] & course, (module, edges[module] & course)
