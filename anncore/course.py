@@ -98,6 +98,10 @@ def _collect_metrics(notebook: Path, params: dict, notebooks_dir: Path, out_dir:
     return {"miou": metrics.get("final_miou", metrics.get("miou")), "metrics": str(metrics_file.resolve())}
 
 
+#: Kernel flags: its start-up warnings (a local kernel "running over TCP without encryption") would bury the summary.
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]
+
+
 class CourseInterrupted(KeyboardInterrupt):
     """Ctrl-C during the course; the message says where, and where the summary of the finished notebooks is."""
 
@@ -132,8 +136,9 @@ def run_course(
         status = "ok"
         try:
             papermill.execute_notebook(
-                str(nb), str(target), parameters=params[nb], cwd=str(notebooks_dir), progress_bar=False
-            )
+                str(nb), str(target), parameters=params[nb], cwd=str(notebooks_dir), progress_bar=False,
+                extra_arguments=QUIET_KERNEL,
+            )  # fmt: skip
         except papermill.PapermillExecutionError as err:  # the kernel, hit by the same Ctrl-C, reports it as an error
             status = "interrupted" if err.ename == "KeyboardInterrupt" else f"failed: {err.ename}: {err.evalue}"
         except KeyboardInterrupt:
