@@ -37,11 +37,14 @@ def _conv1x1_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 def check_feature(x: torch.Tensor, name: str, channels: int) -> None:
-    """Raise a ``ValueError`` unless ``x`` is ``(B, channels, H, W)``; the message names ``name`` and both shapes."""
+    """Raise a ``ValueError`` unless ``x`` is a non-empty ``(B, channels, H, W)``; the message names ``name`` and
+    both shapes."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor of shape (B, {channels}, H, W), got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != channels:
         raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}; B, H and W must all be >= 1")
 
 
 def check_channels(**channels: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,9 @@ def pooling_matrix(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """The ``(S, H*W)`` matrix ``P`` with ``pyramid_pool(x) == x.flatten(2) @ P.T``, built from cell bounds."""
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} of the sampled feature map must be a positive int, got {value!r}")
     rows = []
     for s in check_pool_sizes(pool_sizes):
         for h0, h1 in cell_bounds(height, s):

@@ -518,12 +518,20 @@ class _Run:
         }
 
 
+def _read_metrics(path: Path) -> dict[str, Any] | None:
+    """``OUT/metrics.json`` of a finished run, or ``None`` when it is missing or unreadable (cut short: the run then
+    validates again and rewrites it)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, Any]:
     """:func:`train` inside the lock on ``OUT``."""
     run = _Run(config, ctx, device)
-    if run.start >= config.iters and (run.out / "metrics.json").is_file():
-        # a finished run resumed: nothing to train, and its metrics (throughput, wall time) stay as measured
-        return json.loads((run.out / "metrics.json").read_text())
+    if run.start >= config.iters and (finished := _read_metrics(run.out / "metrics.json")) is not None:
+        return finished  # a finished run resumed: nothing to train; its metrics (throughput, wall time) as measured
     bar = tqdm(total=config.iters, initial=run.start, disable=not ctx.main, desc=f"{config.head}/{config.backbone}")
     run.net.train()
     tick = time.perf_counter()

@@ -4,12 +4,14 @@ diverged run never leaves a checkpoint with a non-finite value behind."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
-from anncore import AFNB, APNB, NonLocal2d
+from anncore import AFNB, APNB, NonLocal2d, effective_attention
 from anncore.__main__ import main
 from anncore.checkpoint import load_checkpoint, non_finite, save_checkpoint
 from anncore.config import load_config
@@ -51,7 +53,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     corrupt = write_synthetic_cityscapes(root / "corrupt", train=2, val=1, height=64, width=128)
     image = next((corrupt / "leftImg8bit" / "val").glob("*/*.png"))
     image.write_bytes(image.read_bytes()[:200])  # header intact, pixels cut: only decoding finds it
-    (root / "read_only").mkdir()
+    (root / "bad_params").mkdir()
+    (root / "bad_params" / "00_setup.yaml").write_text("SEED: [1, 2\n")
     return {"root": root, "good": good}
 
 
@@ -96,6 +99,8 @@ CLI_CASES = [
     ("undecodable image, train checks first", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/c",
      "--data-root", "{root}/corrupt"], "1 unreadable Cityscapes files"),
     ("unknown split", ["check-data", "--data-root", "{root}/corrupt", "--splits", "valid"], "split must be one of"),
+    ("course params YAML syntax", ["course", "--params", "{root}/bad_params", "--only", "00"],
+     "00_setup.yaml: not valid YAML"),
 ]  # fmt: skip
 
 
@@ -111,12 +116,16 @@ def test_cli_bad_input_is_one_line(files, argv, message, capsys):
 @pytest.mark.parametrize(
     ("build", "message"),
     [
+        (lambda: APNB(8, 8, 4, 4)(torch.rand(1, 8, 0, 5)), r"x is empty: shape \(1, 8, 0, 5\)"),
+        (lambda: NonLocal2d(8, 8, 4, 4)(torch.rand(0, 8, 3, 5)), "B, H and W must all be >= 1"),
+        (lambda: effective_attention(torch.rand(1, 4, 110), 0, 5), "height of the sampled feature map must be a"),
+        (lambda: effective_attention(torch.rand(1, 4, 110), 6, -1), "width of the sampled feature map must be a"),
         (lambda: APNB(0, 8), "in_channels must be a positive int, got 0"),
         (lambda: NonLocal2d(8, 8, key_channels=0), "key_channels must be a positive int"),
         (lambda: AFNB(8, 16, 16, value_channels=-2), "value_channels must be a positive int, got -2"),
     ],
 )
-def test_blocks_refuse_empty_channels(build, message):
+def test_blocks_refuse_empty_channels_and_inputs(build, message):
     with pytest.raises(ValueError, match=message):
         build()
 
@@ -146,3 +155,11 @@ def test_a_diverged_run_leaves_no_poisoned_checkpoint(files, tmp_path, capsys):
 def test_debug_shows_the_traceback(files):
     with pytest.raises(ValueError, match="is not a readable checkpoint"):
         main(["--debug", "evaluate", "--checkpoint", str(files["root"] / "text.pt"), "--out", str(files["root"] / "e")])
+
+
+def test_a_cut_metrics_json_does_not_stop_a_finished_run_from_resuming(files, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(load_config(files["root"] / "recipe.yaml", out=str(out)))
+    (out / "metrics.json").write_text('{"final_miou": 0.')  # cut short
+    resumed = train(load_config(files["root"] / "recipe.yaml", out=str(out), resume=True))
+    assert resumed["final_miou"] == pytest.approx(json.loads((out / "metrics.json").read_text())["final_miou"])

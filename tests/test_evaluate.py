@@ -147,3 +147,37 @@ def test_evaluate_command_end_to_end(synthetic_val, tmp_path, capsys):
     )  # label-id PNGs alone: what the official evaluator walks
     assert len(list((out / "overlays").glob("*_overlay.png"))) == 3
     assert "mIoU" in capsys.readouterr().out
+
+
+def test_the_official_evaluator_walks_the_predictions_folder_as_written(synthetic_val, tmp_path, monkeypatch):
+    """cityscapesscripts' own command (``main()``: it globs the ground truth and walks ``$CITYSCAPES_RESULTS`` for
+    each frame's prediction) accepts ``evaluate --save-predictions``' folder and agrees with its metrics.json."""
+    import json
+    import warnings
+
+    from anncore.__main__ import main
+    from anncore.checkpoint import save_checkpoint
+    from anncore.model import ANN
+
+    pytest.importorskip("cityscapesscripts")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ANN(backbone="small", head="apnb")
+    save_checkpoint({"model": model.state_dict(), "model_config": model.config}, tmp_path / "checkpoint.pt")
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--data-root", str(synthetic_val)]
+    assert main([*argv, "--out", str(out), "--save-predictions", "--device", "cpu"]) == 0
+    ours = json.loads((out / "metrics.json").read_text())
+    exported = tmp_path / "official"
+    exported.mkdir()
+    for name, value in {"CITYSCAPES_DATASET": synthetic_val, "CITYSCAPES_RESULTS": out / "predictions",
+                        "CITYSCAPES_EXPORT_DIR": exported}.items():  # fmt: skip
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setattr(sys, "argv", ["evalPixelLevelSemanticLabeling"])  # no file lists: it walks the folders
+    sys.modules.pop("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling", None)
+    cs = importlib.import_module("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
+    cs.args.evalInstLevelScore = False  # its instance score uses np.in1d, removed in numpy 2.4
+    cs.args.quiet = True
+    cs.main()
+    official = json.loads((exported / "resultPixelLevelSemanticLabeling.json").read_text())
+    assert ours["miou"] == pytest.approx(official["averageScoreClasses"], abs=1e-9)
