@@ -72,20 +72,30 @@ def output_lock(folder: str | Path, what: str = "--out") -> Iterator[Path]:
         yield folder
         return
     lock = folder / LOCK_NAME
-    with open(lock, "a+") as handle:
+    while True:
+        handle = open(lock, "a+")  # held until the body ends
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            handle.close()
             raise OutputInUse(
                 f"{what} {folder} is in use by a run in progress (pid {holder}); wait for it, or choose another {what}"
             ) from None
+        try:
+            current = os.stat(lock).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(handle.fileno()).st_ino:
+            break
+        handle.close()  # the holder released and removed the file between our open and our lock: lock the new one
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
-        try:
-            yield folder
-        finally:
-            lock.unlink(missing_ok=True)
+        yield folder
+    finally:
+        lock.unlink(missing_ok=True)  # while still holding it: a waiter that opened this file retries (above)
+        handle.close()

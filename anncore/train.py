@@ -566,6 +566,9 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, A
             else f"{run.checkpoint_path} holds iteration {run.last_saved}; --resume continues from it"
         )
         raise TrainingInterrupted(f"interrupted at iteration {done} of {config.iters}: {kept}") from None
+    except BaseException:
+        bar.close()  # so that the error is printed on a line of its own, not at the end of the bar
+        raise
     bar.close()
     if done >= config.iters and (run.progress["last_val"] or {}).get("iter") != config.iters:
         run.validate(done, bar)  # a run stopped between its final checkpoint and its final validation

@@ -22,21 +22,20 @@ from torchvision import tv_tensors
 
 from anncore.data.labels import LABEL_ID_TO_TRAIN_ID, TRAIN_ID_TO_TRAIN_ID, lookup
 from anncore.data.transforms import val_transforms
-from anncore.errors import BadInput
+from anncore.errors import BadInput, MissingInput
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIX, LABEL_SUFFIXES = "_leftImg8bit.png", ("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png")
 
 
-def _layout_error(message: str, root: Path, split: str) -> FileNotFoundError:
-    """``message`` followed by the layout the loader expects and where to get it."""
+def _layout_error(message: str, root: Path, split: str) -> MissingInput:
+    """``message`` followed by the layout the loader expects and where to get it, on one line."""
     stem = "{city}/{city}_{seq:06d}_{frame:06d}"
-    return FileNotFoundError(
-        f"{message}\nexpected the Cityscapes layout:\n"
-        f"  {root}/leftImg8bit/{split}/{stem}_leftImg8bit.png\n"
-        f"  {root}/gtFine/{split}/{stem}_gtFine_labelIds.png  (or _gtFine_labelTrainIds.png)\n"
-        "Real data: log in at https://www.cityscapes-dataset.com and unzip leftImg8bit_trainvaltest.zip and "
-        "gtFine_trainvaltest.zip into one folder (data/README.md). Synthetic data: python -m anncore synth --out DIR"
+    return MissingInput(
+        f"{message}; expected the Cityscapes layout {root}/leftImg8bit/{split}/{stem}_leftImg8bit.png with "
+        f"{root}/gtFine/{split}/{stem}_gtFine_labelIds.png (or _gtFine_labelTrainIds.png); real data: log in at "
+        "https://www.cityscapes-dataset.com and unzip leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip into "
+        "one folder (data/README.md); synthetic data: python -m anncore synth --out DIR"
     )
 
 
@@ -75,8 +74,8 @@ def find_samples(root: str | Path, split: str) -> list[tuple[Path, Path]]:
                 for key in sorted(images.keys() - labels.keys())]  # fmt: skip
     problems += [f"label without image: {labels[key]}" for key in sorted(labels.keys() - images.keys())]
     if problems:
-        shown = "\n  ".join(problems[:10]) + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise _layout_error(f"{len(problems)} unpaired Cityscapes files in {root} ({split}):\n  {shown}", root, split)
+        shown = "; ".join(problems[:10]) + (f"; ... and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise _layout_error(f"{len(problems)} unpaired Cityscapes files in {root} ({split}): {shown}", root, split)
     samples = [(images[key], labels[key]) for key in sorted(images)]
     for image, label in samples:
         if _png_size(image) != _png_size(label):
