@@ -135,8 +135,13 @@ class SelfAttention2d(nn.Module):
         """Attention weights of a few query pixels only: ``(B, len(rows), S)`` for flat indices ``rows`` into
         ``H*W``. Memory is O(len(rows) * S), so a non-local row at full resolution costs O(N), not O(N^2); the
         values equal the matching rows of ``forward(..., return_attention=True)``."""
-        query = _tokens(self.f_query(high))[:, torch.as_tensor(rows, device=high.device)]
-        return attention_weights(query, self._sample(self.f_key(low)))
+        query, key = self.project(low, high)
+        return attention_weights(query[:, torch.as_tensor(rows, device=high.device)], key)
+
+    def project(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query of every pixel ``(B, H*W, Ck)`` and the keys ``(B, S, Ck)``: what :meth:`attention_rows`
+        scores. Computing them once lets an explorer score any query row in ``O(S)`` (:mod:`anncore.probe`)."""
+        return _tokens(self.f_query(high)), self._sample(self.f_key(low))
 
 
 class _FusedAttentionBlock(nn.Module):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, cast
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anncore.attention import attention_weights
 from anncore.blocks import AFNB, APNB, NonLocal2d, SelfAttention2d
 from anncore.pyramid import effective_attention
 
@@ -165,9 +167,9 @@ def pixel_attention(weights: torch.Tensor, key_size: tuple[int, int], pool_sizes
 class CapturedAttention:
     """What one attention block received in a forward: its attention branch and its ``(low, high)`` inputs.
 
-    Made by :func:`capture_attention`. :meth:`rows` recomputes the softmax weights of chosen query cells from the
-    recorded inputs with :meth:`anncore.blocks.SelfAttention2d.attention_rows`, so a new query costs the block's
-    projections and ``O(Q S)`` memory (``O(N)`` per query for the non-local block), never a forward of the model.
+    Made by :func:`capture_attention`. :meth:`rows` computes the softmax weights of chosen query cells from the
+    recorded inputs, projected once (:attr:`projected`), so a new query costs ``O(Q S)`` time and memory (``O(N)``
+    per query for the non-local block), never a forward of the model nor a projection.
 
     Attributes:
         name: ``"AFNB"``, ``"APNB"`` or ``"NL"`` (with the module's path when a model has several of one kind).
@@ -204,14 +206,23 @@ class CapturedAttention:
         outside = [cell for cell in cells if not (0 <= cell[0] < h and 0 <= cell[1] < w)]
         if not cells or outside:
             raise ValueError(f"cells must be a non-empty list of (row, col) on the {h}x{w} query grid, got {cells}")
+        queries, keys = self.projected
+        with torch.no_grad():
+            weights = attention_weights(queries[:, torch.as_tensor([r * w + c for r, c in cells])], keys)
+        return weights.float().cpu()
+
+    @cached_property
+    def projected(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries of every pixel and the keys (:meth:`anncore.blocks.SelfAttention2d.project`), computed once, in
+        eval mode: the projections are the costly part (a 1x1 conv over 2048 channels for AFNB at full resolution),
+        so a new query after the first costs one ``(1, Ck) x (Ck, S)`` product and a softmax."""
         training = self.attention.training
         self.attention.eval()
         try:
             with torch.no_grad():
-                weights = self.attention.attention_rows(self.low, self.high, [r * w + c for r, c in cells])
+                return self.attention.project(self.low, self.high)
         finally:
             self.attention.train(training)
-        return weights.float().cpu()
 
     def pixel_maps(self, cells: Sequence[tuple[int, int]]) -> torch.Tensor:
         """Per-pixel attention ``(B, Q, h, w)`` of the query cells over the key map (:func:`pixel_attention`)."""
