@@ -6,8 +6,12 @@
 
 ``resnet50`` / ``resnet101``
     torchvision ResNet with ``replace_stride_with_dilation=[False, True, True]``: layer3 dilation 2, layer4
-    dilation 4, no stride after layer2 (paper Sec. 4). Deviation from the official ``deepbase_resnet101_dilated8``:
-    torchvision's 7x7 stem instead of the deep 3x3 stem (64-64-128), so that torchvision/timm ImageNet weights load.
+    dilation 4, no stride after layer2 (paper Sec. 4). ``stem`` (:data:`STEMS`) picks the layers before ``layer1``:
+    ``torchvision`` (default: the 7x7 stem, so that torchvision/timm ImageNet weights load), ``official`` (the
+    official code's ``deepbase_resnet101_dilated8``: three 3x3 convs 64-64-128, max-pool with ``ceil_mode=True``,
+    so ``layer1`` takes 128 channels; MendelXu/ANN ``models/backbones/resnet/resnet_models.py``) or ``mmseg``
+    (mmsegmentation's ``ResNetV1c``: 3x3 convs 32-32-64, ``ceil_mode=False``; ``mmseg/models/backbones/resnet.py``).
+    The deep stems exist for the converted checkpoints of :mod:`anncore.convert`.
 ``small``
     a few conv-BN-ReLU layers for CPU runs of the whole pipeline on the synthetic set (:class:`SmallBackbone`).
 
@@ -34,7 +38,11 @@ _RESNETS = {
     "resnet50": (resnet50, ResNet50_Weights.IMAGENET1K_V1),
     "resnet101": (resnet101, ResNet101_Weights.IMAGENET1K_V1),
 }
-_RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+_RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+_TORCHVISION_STEM = ("conv1", "bn1", "relu", "maxpool")
+STEMS: tuple[str, ...] = ("torchvision", "official", "mmseg")
+#: Deep stems: the widths of their three 3x3 convs, and the max-pool's ``ceil_mode``.
+_DEEP_STEMS = {"official": ((64, 64, 128), True), "mmseg": ((32, 32, 64), False)}
 _CHECKPOINT_WRAPPERS = ("state_dict", "model")
 
 
@@ -45,13 +53,15 @@ class UntrainedBackboneWarning(UserWarning):
 class ResNetBackbone(nn.Module):
     """torchvision ResNet-50/101 at output stride 8 returning ``(layer3, layer4)`` (1024 and 2048 channels).
 
-    The stem and stages keep torchvision's attribute names (``conv1``, ``bn1``, ``layer1`` ... ``layer4``), so the
-    backbone's state dict is a torchvision ResNet's without ``fc.*``.
+    With the ``torchvision`` stem the stem and stages keep torchvision's attribute names (``conv1``, ``bn1``,
+    ``layer1`` ... ``layer4``), so the backbone's state dict is a torchvision ResNet's without ``fc.*``. A deep stem
+    is ``stem.{0,1,3,4,6,7}`` (conv, BN; ReLUs between), as mmsegmentation names it, followed by ``maxpool``.
     """
 
     low_channels = 1024
     high_channels = 2048
-    # torchvision's stem and stages, attached by ``setattr`` below
+    # torchvision's stem (or a deep ``stem``) and stages, attached by ``setattr`` below
+    stem: nn.Sequential
     conv1: nn.Conv2d
     bn1: nn.BatchNorm2d
     relu: nn.ReLU
@@ -61,10 +71,17 @@ class ResNetBackbone(nn.Module):
     layer3: nn.Sequential
     layer4: nn.Sequential
 
-    def __init__(self, name: str = "resnet101", pretrained: str | Path | None = None) -> None:
+    def __init__(
+        self, name: str = "resnet101", pretrained: str | Path | None = None, stem: str = "torchvision"
+    ) -> None:
         super().__init__()
         if name not in _RESNETS:
             raise BadInput(f"ResNet backbone must be one of {tuple(_RESNETS)}, got {name!r}")
+        if stem not in STEMS:
+            raise BadInput(f"stem must be one of {STEMS}, got {stem!r}")
+        if stem != "torchvision" and pretrained is not None:
+            raise BadInput(f"the {stem} stem has no ImageNet weights here; pretrained must be None (load a converted "
+                           f"checkpoint instead), got {pretrained!r}")  # fmt: skip
         build, imagenet = _RESNETS[name]
         try:
             net = build(
@@ -76,10 +93,30 @@ class ResNetBackbone(nn.Module):
                 f"--pretrained imagenet: torchvision could not download {imagenet.url} ({err}); on a machine with "
                 f"network, download that file and pass its path to --pretrained, or put it at {hub}"
             ) from err
+        self.stem_kind = stem
+        if stem == "torchvision":
+            for part in _TORCHVISION_STEM:
+                setattr(self, part, getattr(net, part))
+        else:
+            widths, ceil_mode = _DEEP_STEMS[stem]
+            layers: list[nn.Module] = []
+            for c_in, c_out, stride in zip((3, *widths[:2]), widths, (2, 1, 1), strict=True):
+                layers += [
+                    nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(inplace=True),
+                ]
+            self.stem = nn.Sequential(*layers)
+            self.maxpool = nn.MaxPool2d(3, 2, 1, ceil_mode=ceil_mode)
+            first = net.layer1[0]  # takes the stem's width (128 for the official one) instead of 64
+            first.conv1 = nn.Conv2d(widths[-1], first.conv1.out_channels, 1, bias=False)
+            first.downsample[0] = nn.Conv2d(widths[-1], first.downsample[0].out_channels, 1, bias=False)
         for stage in _RESNET_STAGES:
             setattr(self, stage, getattr(net, stage))
         self.name = name
         if pretrained is None:
+            if stem != "torchvision":
+                return  # a deep stem is built for a converted checkpoint, which brings its weights
             warnings.warn(
                 f"{name} backbone built without pretrained weights (pretrained=None): fine for tests and the synthetic "
                 "set, but Cityscapes mIoU near the paper's 79.9 needs ImageNet weights: pass pretrained='imagenet' or "
@@ -92,8 +129,8 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 3, H, W)`` -> ``(layer3, layer4)``, each ``(B, C, ceil(H/8), ceil(W/8))``."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        low = self.layer3(self.layer2(self.layer1(x)))
+        x = self.stem(x) if self.stem_kind != "torchvision" else self.relu(self.bn1(self.conv1(x)))
+        low = self.layer3(self.layer2(self.layer1(self.maxpool(x))))
         return low, self.layer4(low)
 
 
@@ -130,15 +167,20 @@ class SmallBackbone(nn.Module):
         return low, self.layer4(low)
 
 
-def build_backbone(name: str, pretrained: str | Path | None = None) -> ResNetBackbone | SmallBackbone:
-    """The backbone called ``name`` (one of :data:`BACKBONES`), with ``pretrained`` as in the module docstring."""
+def build_backbone(
+    name: str, pretrained: str | Path | None = None, stem: str = "torchvision"
+) -> ResNetBackbone | SmallBackbone:
+    """The backbone called ``name`` (one of :data:`BACKBONES`), with ``pretrained`` and ``stem`` (ResNets) as in the
+    module docstring."""
     if name == "small":
-        if pretrained is not None:
-            raise BadInput(f"the small backbone has no pretrained weights; pretrained must be None, got {pretrained!r}")
+        if pretrained is not None or stem != "torchvision":
+            raise BadInput(
+                f"the small backbone has no pretrained weights nor stem choice; got {pretrained!r}, {stem!r}"
+            )
         return SmallBackbone()
     if name not in BACKBONES:
         raise BadInput(f"backbone must be one of {BACKBONES}, got {name!r}")
-    return ResNetBackbone(name, pretrained)
+    return ResNetBackbone(name, pretrained, stem)
 
 
 def read_resnet_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

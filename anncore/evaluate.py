@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, denormalize, train_id_to_label_id
 from anncore.errors import BadInput
@@ -212,7 +212,7 @@ def evaluate(
 
     confusion = confusion_over(
         lambda image: predict_probs(logits, image, config).argmax(1),
-        tqdm(images, total=count, desc="evaluate", unit="img"),
+        tqdm(images, total=count, desc="evaluate", unit="img", disable=None),
         device,
         after_batch=save,
     )

@@ -55,7 +55,7 @@ import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from anncore.attention import SDPA_BACKENDS, available_sdpa_backends
 from anncore.checkpoint import (
@@ -110,13 +110,15 @@ def clear_run(out: str | Path) -> None:
         (Path(out) / name).unlink(missing_ok=True)
 
 
-#: Data sets of at most this many images (train + val) are decoded in full before training, ``--check-data`` or not.
+#: Data sets of at most this many images (train + val) are decoded in full before training, ``--check-data`` or not
+#: (the generated synthetic set excepted).
 CHECK_DATA_UP_TO = 500
 
 
 def _datasets(config: TrainConfig, ctx: _Dist) -> tuple[CityscapesSegmentation, CityscapesSegmentation]:
     from anncore.data import CityscapesSegmentation, train_transforms, val_transforms
     from anncore.data.cityscapes import check_data
+    from anncore.data.root import is_synthetic
 
     if not ctx.main:
         ctx.barrier()  # rank 0 writes the synthetic set (and checks the files) first
@@ -125,7 +127,8 @@ def _datasets(config: TrainConfig, ctx: _Dist) -> tuple[CityscapesSegmentation, 
     train_set = CityscapesSegmentation(root, split="train", transforms=augment)
     val_set = CityscapesSegmentation(root, split="val", transforms=val_transforms())
     if ctx.main:
-        if config.check_data or len(train_set) + len(val_set) <= CHECK_DATA_UP_TO:
+        small = len(train_set) + len(val_set) <= CHECK_DATA_UP_TO
+        if config.check_data or (small and not is_synthetic(root)):  # the synthetic set is written by us, whole
             check_data([train_set, val_set])
         ctx.barrier()
     return train_set, val_set
@@ -532,7 +535,12 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, A
     run = _Run(config, ctx, device)
     if run.start >= config.iters and (finished := _read_metrics(run.out / "metrics.json")) is not None:
         return finished  # a finished run resumed: nothing to train; its metrics (throughput, wall time) as measured
-    bar = tqdm(total=config.iters, initial=run.start, disable=not ctx.main, desc=f"{config.head}/{config.backbone}")
+    bar = tqdm(
+        total=config.iters,
+        initial=run.start,
+        disable=None if ctx.main else True,
+        desc=f"{config.head}/{config.backbone}",
+    )
     run.net.train()
     tick = time.perf_counter()
     done = run.start

@@ -15,7 +15,7 @@ from anncore import AFNB, APNB, NonLocal2d, effective_attention
 from anncore.__main__ import main
 from anncore.checkpoint import load_checkpoint, non_finite, save_checkpoint
 from anncore.config import load_config
-from anncore.data.synthetic import write_synthetic_cityscapes
+from anncore.data.synthetic import MANIFEST, write_synthetic_cityscapes
 from anncore.train import NonFiniteLossError, train
 
 RECIPE = (
@@ -53,6 +53,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     corrupt = write_synthetic_cityscapes(root / "corrupt", train=2, val=1, height=64, width=128)
     image = next((corrupt / "leftImg8bit" / "val").glob("*/*.png"))
     image.write_bytes(image.read_bytes()[:200])  # header intact, pixels cut: only decoding finds it
+    (corrupt / MANIFEST).unlink()  # as real data: train checks small real sets before training, not its own set
     (root / "bad_params").mkdir()
     (root / "bad_params" / "00_setup.yaml").write_text("SEED: [1, 2\n")
     return {"root": root, "good": good}

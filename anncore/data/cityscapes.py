@@ -134,7 +134,7 @@ class CityscapesSegmentation(torch.utils.data.Dataset):
         """Decode every image and label once (what :meth:`load` does for a sample) and return one message per
         pair that fails, naming the file; ``[]`` when all decode. :func:`find_samples` reads only PNG headers, so a
         truncated file would otherwise surface mid-training."""
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         problems = []
         for index in tqdm(range(len(self)), desc=f"checking {self.split}", unit="img", disable=not progress or None):

@@ -66,7 +66,7 @@ from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from anncore.data.labels import LABELS
 from anncore.errors import BadInput, OutputInUse
