@@ -121,13 +121,17 @@ def source_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items() if isinstance(value, torch.Tensor)}
 
 
-def _renamed(state: dict[str, torch.Tensor], rules: tuple[tuple[str, str], ...]) -> dict[str, torch.Tensor]:
-    renamed = {}
-    for key, value in state.items():
+def _renamed(
+    state: dict[str, torch.Tensor], rules: tuple[tuple[str, str], ...]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``state`` under this project's names, and each new name's source name (for error messages)."""
+    renamed, origin = {}, {}
+    for source_key, value in state.items():
+        key = source_key
         for pattern, replacement in rules:
             key = re.sub(pattern, replacement, key)
-        renamed[key] = value
-    return renamed
+        renamed[key], origin[key] = value, source_key
+    return renamed, origin
 
 
 def mmseg_align_corners(meta_config: str | None, name: str = "") -> bool:
@@ -147,10 +151,12 @@ def convert_state_dict(
         raise BadInput(f"source must be one of {SOURCES}, got {source!r}")
     state = {key.removeprefix("module."): value for key, value in state.items()}
     other = next(s for s in SOURCES if s != source)
-    if not any(_SIGNATURES[source] in key for key in state) and any(_SIGNATURES[other] in key for key in state):
+    if not any(key.startswith(_SIGNATURES[source]) for key in state) and any(
+        key.startswith(_SIGNATURES[other]) for key in state
+    ):
         raise BadInput(f"assumed the {source} layout, but the keys are {other}'s (e.g. {_example(state, other)}); "
                        f"convert with --from {other}")  # fmt: skip
-    ours = _renamed(state, OFFICIAL_RULES if source == "official" else MMSEG_RULES)
+    ours, origin = _renamed(state, OFFICIAL_RULES if source == "official" else MMSEG_RULES)
     blocks = {int(m.group(1)) for key in ours if (m := re.match(r"backbone\.layer3\.(\d+)\.", key))}
     backbone = _DEPTHS.get(len(blocks))
     if backbone is None or "head.cls.weight" not in ours:
@@ -179,12 +185,12 @@ def convert_state_dict(
             ours[key] = ours[alias]
         elif key.endswith("num_batches_tracked"):  # not saved by every BatchNorm version
             ours[key] = torch.zeros_like(expected[key])
-    _check_fits(ours, expected, source)
+    _check_fits(ours, expected, source, origin)
     return ours, model.config
 
 
 def _example(state: dict[str, torch.Tensor], layout: str) -> str:
-    return next(key for key in state if _SIGNATURES[layout] in key)
+    return next(key for key in state if key.startswith(_SIGNATURES[layout]))
 
 
 def _build(config: dict[str, Any]) -> ANN:
@@ -193,13 +199,17 @@ def _build(config: dict[str, Any]) -> ANN:
         return ANN(**config)
 
 
-def _check_fits(ours: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str) -> None:
-    """One :class:`BadInput` listing the first missing, unexpected and mis-shaped keys, if any."""
-    missing, unexpected = sorted(expected.keys() - ours.keys()), sorted(ours.keys() - expected.keys())
-    shapes = [f"{key} {tuple(ours[key].shape)} (expected {tuple(expected[key].shape)})"
+def _check_fits(
+    ours: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], source: str, origin: dict[str, str]
+) -> None:
+    """One :class:`BadInput` listing the first missing (this project's names), unexpected and mis-shaped keys (the
+    file's names), if any."""
+    missing = sorted(expected.keys() - ours.keys())
+    unexpected = sorted(origin.get(key, key) for key in ours.keys() - expected.keys())
+    shapes = [f"{origin.get(key, key)} {tuple(ours[key].shape)} (expected {tuple(expected[key].shape)})"
               for key in sorted(expected.keys() & ours.keys()) if ours[key].shape != expected[key].shape]  # fmt: skip
     if missing or unexpected or shapes:
-        found = (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes))
+        found = (("missing here", missing), ("unexpected in the file", unexpected), ("mis-shaped", shapes))
         parts = [f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})" for what, keys in found if keys]
         raise BadInput(f"the weights do not fit the {source} layout: {'; '.join(parts)}")
 
