@@ -136,6 +136,27 @@ def _ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from anncore.convert import convert_checkpoint
+
+    config = convert_checkpoint(Path(args.src), args.source, Path(args.dst), align_corners=args.align_corners)
+    aux = f"aux head {config['aux_width']} wide" if config["aux"] else "no aux head"
+    print(
+        f"{args.dst}: ANN on {config['backbone']} ({config['stem']} stem), {aux}, {config['num_classes']} classes, "
+        f"input {config['input_norm']}, align_corners {config['align_corners']} (from the {args.source} file "
+        f"{args.src}); load it with load_model or --checkpoint"
+    )
+    return 0
+
+
+def _explore(args: argparse.Namespace) -> int:
+    from anncore.explore import explore_photos
+
+    written = explore_photos(args.checkpoint, args.photos, args.out, args.cells, args.device, args.max_side)
+    print(f"{len(written)} figures of where the query pixels look, in {args.out}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     import shutil
 
@@ -185,7 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     bench = commands.add_parser("bench", help="measured FLOPs, memory and time of non-local vs APNB (cost curves)")
-    bench.add_argument("--suite", choices=("paper", "sweep"), default="sweep", help="paper protocol or N sweep")
+    bench.add_argument(
+        "--suite",
+        choices=("paper", "sweep", "explorer"),
+        default="sweep",
+        help="paper protocol, N sweep, or the attention explorer's slider moves (its --sizes are image sizes)",
+    )
     bench.add_argument("--quick", action="store_true", help="tiny sizes, channels, one thread: proves it works")
     bench.add_argument("--device", default="auto", help="device to measure on (default: auto)")
     bench.add_argument("--sizes", nargs="+", metavar="HxW", help="feature-map sizes (default: the suite's)")
@@ -248,6 +274,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", required=True, help="OUT/checkpoint.pt written by `train`")
     export.add_argument("--out", required=True, help="folder: model.pt, and log.jsonl, metrics.json, config.yaml")
     export.set_defaults(run=_export)
+
+    convert = commands.add_parser(
+        "convert", help="an official MendelXu/ANN or mmsegmentation ANN checkpoint, as a model"
+    )
+    convert.add_argument("--from", dest="source", required=True, choices=("official", "mmseg"), help="who saved SRC")
+    convert.add_argument("src", help="the checkpoint file as published (.pth)")
+    convert.add_argument("dst", help="the model file to write (load_model / --checkpoint read it)")
+    convert.add_argument(
+        "--align-corners", action=argparse.BooleanOptionalAction, default=None,
+        help="override the upsampling's align_corners (default: official True; mmseg from the file's config)",
+    )  # fmt: skip
+    convert.set_defaults(run=_convert)
+
+    explore = commands.add_parser("explore", help="the attention explorer's figures for your own photos")
+    explore.add_argument("--checkpoint", required=True, help="'course', a training checkpoint or a converted model")
+    explore.add_argument("photos", nargs="+", help="image files (JPEG, PNG, ...), e.g. street photos")
+    explore.add_argument("--out", required=True, help="folder for the figures")
+    explore.add_argument("--cells", type=int, default=2, help="N: N x N query cells per block (default 2)")
+    explore.add_argument("--max-side", type=int, default=2048, help="longer side of the photo fed (default 2048)")
+    explore.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+    explore.set_defaults(run=_explore)
 
     ablate = commands.add_parser("ablate", help="train fcn/nl/apnb/ann for several seeds, one JSON document")
     ablate.add_argument("--config", required=True, help="TrainConfig YAML every run shares (e.g. params/ablation.yaml)")

@@ -408,6 +408,7 @@ def attention_overlay(
     query_size: tuple[int, int] | None = None,
     vmax: float | None = None,
     alpha: float = 0.75,
+    grey: np.ndarray | None = None,
 ) -> np.ndarray:
     """An ``(h, w)`` attention map over an ``(H, W, 3)`` image as an ``(H, W, 3)`` uint8 RGB array, computed in
     numpy in milliseconds (what a slider can afford; :func:`plot_query_attention` shows these arrays, and
@@ -415,7 +416,8 @@ def attention_overlay(
 
     The image is shown in grey; each map cell covers its block of the image in :data:`ATTENTION_CMAP` colours from 0
     to ``vmax`` (default: the map's peak) with the opacity of :func:`plot_attention_maps`. ``query`` (a cell of the
-    ``query_size`` grid, default the map's grid) is marked with a cyan cross at its centre.
+    ``query_size`` grid, default the map's grid) is marked with a cyan cross at its centre. ``grey``: the image's
+    ``(H, W, 1)`` float32 grey levels in ``[0, 1]``, when the caller has them (a slider redraws one image often).
     """
     rgb = np.asarray(image)
     values = to_float64(weights)
@@ -425,11 +427,14 @@ def attention_overlay(
     peak = float(values.max()) if vmax is None else vmax
     colour = colormaps[ATTENTION_CMAP](np.clip(values / peak, 0.0, 1.0) if peak > 0 else values * 0)[..., :3]
     opacity = np.broadcast_to(_opacity(values, peak, alpha), values.shape)[..., None]
-    # colour the h x w cells first, then give every image pixel its cell's colour (nearest, as imshow draws them)
+    # colour the h x w cells first, then give every image pixel its cell's colour (nearest, as imshow draws them);
+    # float32 throughout: this runs on every slider move, over millions of pixels
     rows, cols = (np.arange(height) * h // height)[:, None], (np.arange(width) * w // width)[None, :]
-    grey = rgb.mean(axis=2, keepdims=True, dtype=np.float32) / 255.0
-    out = grey * (1.0 - opacity[rows, cols]) + (colour * opacity)[rows, cols]
-    out = np.round(255.0 * out).astype(np.uint8)
+    if grey is None:
+        grey = rgb.mean(axis=2, keepdims=True, dtype=np.float32) / np.float32(255.0)
+    keep = (1.0 - opacity).astype(np.float32)[rows, cols]
+    paint = (colour * opacity).astype(np.float32)[rows, cols]
+    out = (np.float32(255.0) * (grey * keep + paint) + np.float32(0.5)).astype(np.uint8)
     if query is not None:
         y, x = cell_centre(*query, (height, width), query_size or (h, w))
         _draw_cross(out, int(y), int(x), max(4, min(height, width) // 40))

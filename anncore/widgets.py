@@ -37,6 +37,9 @@ ANCHOR_CLASS = "ann-anchor-image"
 PREDICTION_CLASS = "ann-prediction-image"
 ROW_CLASS, COL_CLASS = "ann-query-row", "ann-query-col"
 DISPLAY_WIDTH = 512  # pixels: images narrower than this are enlarged by an integer factor
+#: pixels: wider images are drawn subsampled by an integer factor (a 2048-wide Cityscapes frame at 1024, so that a
+#: slider move stays under 100 ms on a 2-core CPU; each 8-pixel feature cell still covers 4 screen pixels)
+DISPLAY_MAX_WIDTH = 1024
 
 
 class SegmentationSamples(Protocol):
@@ -238,6 +241,8 @@ class AttentionExplorer:
             pyramids = [block for block in blocks.values() if block.pool_sizes is not None]
             blocks.update({plain.name: plain for plain in (block.without_pyramid() for block in pyramids)})
         self._capture = ImageCapture(denormalize(image), label.cpu().numpy(), prediction, blocks)
+        shown = self._enlarged(self._capture.image)
+        self._display_image = (shown, shown.mean(axis=2, keepdims=True, dtype=np.float32) / np.float32(255.0))
         self.prediction_image.value = _png(self._enlarged(np.concatenate([colorize(prediction), colorize(label)], 1)))
         self._quiet = True
         try:
@@ -260,15 +265,17 @@ class AttentionExplorer:
         finally:
             self._quiet = False
         view = self.view()
-        image = self._enlarged(self.capture.image)
-        self.attention_image.value = _png(attention_overlay(image, view.pixel_map, view.cell, captured.query_size))
+        image, grey = self._display_image
+        overlay = attention_overlay(image, view.pixel_map, view.cell, captured.query_size, grey=grey)
+        self.attention_image.value = _png(overlay)
         levels = "non-local block: every pixel is a key, there are no anchors"
         if view.anchor_weights is not None:
-            small = image[::2, ::2]  # the four levels side by side at half size
+            small, small_grey = image[::2, ::2], grey[::2, ::2]  # the four levels side by side at half size
             sizes = cast("tuple[int, ...]", captured.pool_sizes)  # anchor weights exist only with a pyramid
             peak = float(view.anchor_weights.max())
             maps = anchor_level_maps(view.anchor_weights, captured.key_size, sizes)
-            tiles = [attention_overlay(small, m, view.cell, captured.query_size, vmax=peak) for m in maps]
+            tiles = [attention_overlay(small, m, view.cell, captured.query_size, vmax=peak, grey=small_grey)
+                     for m in maps]  # fmt: skip
             gap = np.full((small.shape[0], 4, 3), 255, np.uint8)
             self.anchor_image.value = _png(np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1))
             shares = [grid.sum() for grid in anchor_grids(view.anchor_weights, sizes)]
@@ -284,13 +291,23 @@ class AttentionExplorer:
         )
         return view
 
-    def _zoom(self) -> int:
-        """The display zoom of the current image (``zoom``, or the smallest reaching :data:`DISPLAY_WIDTH`)."""
-        return self.zoom or max(1, -(-DISPLAY_WIDTH // self.capture.image.shape[1]))
+    def _scale(self) -> float:
+        """Display pixels per image pixel: ``zoom``, or the smallest integer enlargement reaching
+        :data:`DISPLAY_WIDTH`, or ``1 / k`` for the smallest integer ``k`` that fits :data:`DISPLAY_MAX_WIDTH`."""
+        width = self.capture.image.shape[1]
+        if self.zoom:
+            return float(self.zoom)
+        if width > DISPLAY_MAX_WIDTH:
+            return 1.0 / -(-width // DISPLAY_MAX_WIDTH)
+        return float(max(1, -(-DISPLAY_WIDTH // width)))
 
     def _enlarged(self, picture: np.ndarray) -> np.ndarray:
-        """``picture`` enlarged by the display zoom (pixel repetition, so cells stay crisp)."""
-        return picture.repeat(self._zoom(), axis=0).repeat(self._zoom(), axis=1)
+        """``picture`` at the display scale: pixel repetition (cells stay crisp) or subsampling."""
+        scale = self._scale()
+        if scale < 1:
+            step = round(1 / scale)
+            return picture[::step, ::step]
+        return picture.repeat(int(scale), axis=0).repeat(int(scale), axis=1)
 
     def _listen_to_clicks(self) -> Any:
         """Clicks on the attention image choose the query, through ``ipyevents`` when it is installed (``None``
@@ -306,8 +323,8 @@ class AttentionExplorer:
     def click(self, event: dict[str, Any]) -> None:
         """Choose the query cell under an ``ipyevents`` click (``dataX``/``dataY``: pixel coordinates in the
         displayed, zoomed image)."""
-        captured, zoom = self.capture.blocks[self.block_menu.value], self._zoom()
-        y, x = event["dataY"] / zoom, event["dataX"] / zoom
+        captured, scale = self.capture.blocks[self.block_menu.value], self._scale()
+        y, x = event["dataY"] / scale, event["dataX"] / scale
         cell = image_to_cell(y, x, self.capture.image.shape[:2], captured.query_size)
         self.select(cell=cell)
 
