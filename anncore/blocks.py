@@ -17,6 +17,12 @@ Deliberate deviations from the official code, each small:
   takes ``out_channels + in_channels``, which is the same number in every configuration the official code can run.
 * The official block has a ``scale`` option (max-pool before attention) that ANN always sets to 1; it is left out.
 * The official ``stages`` list (several attention blocks summed) always holds one block in ANN; it is one block here.
+* APNB and the non-local block share one projection for query and key; the official code (and mmsegmentation) runs
+  it twice per forward on the same input, here once. Outputs are identical, but in training the official BatchNorm
+  of that projection gets two running-statistics updates per step (effective momentum ``1 - 0.9**2 = 0.19``) where
+  this gets one (0.1). Trained weights agree; the running statistics of that one BN settle at slightly different
+  values over a run. Evaluation of a converted checkpoint (:mod:`anncore.convert`) is unaffected: its statistics
+  come with it.
 """
 
 from __future__ import annotations
