@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: course course-model test lint notebooks clean chromium cityscapes
+.PHONY: course course-model test lint notebooks clean chromium cityscapes exercises
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ test: $(STAMP) chromium
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+## student copies of the notebooks in exercises/ (git-ignored): exercise cells kept, solution cells removed
+exercises: $(STAMP)
+	$(PY) -m anncore exercises --out exercises
 
 ## re-execute the notebooks in place (CPU defaults) and strip their metadata; commit the result
 notebooks: $(STAMP)

@@ -157,6 +157,14 @@ def _explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exercises(args: argparse.Namespace) -> int:
+    from anncore.exercises import write_student_copies
+
+    written = write_student_copies(args.notebooks, args.out)
+    print(f"{len(written)} student copies (solutions removed, outputs cleared) in {args.out}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     import shutil
 
@@ -295,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--max-side", type=int, default=2048, help="longer side of the photo fed (default 2048)")
     explore.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     explore.set_defaults(run=_explore)
+
+    exercises = commands.add_parser("exercises", help="student copies of the notebooks: solutions removed")
+    exercises.add_argument("--notebooks", default="notebooks", help="folder of NN_slug.ipynb notebooks")
+    exercises.add_argument("--out", default="exercises", help="folder for the copies (git-ignored: exercises/)")
+    exercises.set_defaults(run=_exercises)
 
     ablate = commands.add_parser("ablate", help="train fcn/nl/apnb/ann for several seeds, one JSON document")
     ablate.add_argument("--config", required=True, help="TrainConfig YAML every run shares (e.g. params/ablation.yaml)")

@@ -22,7 +22,7 @@ CONDA_ONLY = {"python", "pip"}
 SELF_INSTALL = "-e .[dev]"  # the last pip entry of environment.yml: the project itself, editable
 CORE = {"torch", "torchvision", "numpy", "pillow", "pyyaml", "tqdm"}
 # the modules behind the notebooks: they may import the `course` extra; every other module only the core group
-COURSE_MODULES = {"viz.py", "widgets.py", "ablation.py", "course.py"}
+COURSE_MODULES = {"viz.py", "widgets.py", "ablation.py", "course.py", "exercises.py"}
 IMPORT_NAMES = {"PIL": "pillow", "yaml": "pyyaml"}  # import name -> distribution name, where they differ
 
 
