@@ -153,11 +153,52 @@ def plot_anchor_weights(
     return fig
 
 
+def query_class_names(
+    labels: ArrayLike, queries: Sequence[tuple[int, int]], feature_size: tuple[int, int] | None = None
+) -> list[str]:
+    """The class (:data:`anncore.data.CLASS_NAMES`) under each query cell, to title attention maps by what the
+    query looks at from ("road", "car") rather than by its coordinates.
+
+    ``labels`` holds train ids, either on the feature grid or at any finer resolution (e.g. the image's): query
+    ``(row, col)`` of the ``feature_size`` grid (default: the labels' own shape) reads the label at its cell's centre,
+    ``((row + 0.5) H_l / h, (col + 0.5) W_l / w)``, the pixel :func:`plot_attention_maps` marks. Ignored pixels
+    (255) and ids outside the 19 classes are named ``"ignored"``.
+    """
+    grid = to_float64(labels).astype(np.int64)
+    if grid.ndim != 2:
+        raise ValueError(f"labels must be an (H, W) map of train ids, got shape {grid.shape}")
+    h, w = feature_size or grid.shape
+    names = []
+    for row, col in queries:
+        y, x = cell_centre(row, col, grid.shape, (h, w))
+        train_id = int(grid[int(y), int(x)])
+        names.append(CLASS_NAMES[train_id] if 0 <= train_id < len(CLASS_NAMES) else "ignored")
+    return names
+
+
+def _query_titles(
+    queries: Sequence[tuple[int, int]],
+    titles: Sequence[str] | None,
+    labels: ArrayLike | None,
+    feature_size: tuple[int, int],
+) -> list[str] | None:
+    """Per-query titles: ``titles`` as given, else ``"<class> query"`` from ``labels``, else ``None`` (coordinates)."""
+    if titles is not None:
+        if len(titles) != len(queries):
+            raise ValueError(f"got {len(titles)} titles for {len(queries)} queries")
+        return [str(t) for t in titles]
+    if labels is not None:
+        return [f"{name} query" for name in query_class_names(labels, queries, feature_size)]
+    return None
+
+
 def plot_attention_maps(
     maps: Mapping[str, ArrayLike],
     queries: Sequence[tuple[int, int]],
     image: np.ndarray | None = None,
     alpha: float = 0.75,
+    titles: Sequence[str] | None = None,
+    labels: ArrayLike | None = None,
 ) -> Figure:
     """Attention maps of a few query pixels: one row per query and one column per kind of map, or, for a single
     kind, the queries side by side under the map's name.
@@ -170,6 +211,10 @@ def plot_attention_maps(
             cell becomes a block of the image).
         alpha: opacity of the map at its peak over the image; elsewhere the opacity is
             ``alpha * sqrt(weight / peak)``, so the image shows through where attention is low.
+        titles: optional name of each query (e.g. ``"road query"``), used instead of ``"query (row, col)"``; the
+            cell's coordinates then move under the panel, next to its peak.
+        labels: optional train-id map (feature grid or image resolution); without ``titles``, each query is named
+            by the class under it (:func:`query_class_names`), ``"<class> query"``.
 
     Each panel has its own colour scale from 0 to its peak weight, given under it: maps of different blocks differ
     in sharpness, and a shared scale would hide the flatter one.
@@ -179,6 +224,7 @@ def plot_attention_maps(
     if len(shapes) != 1 or len(next(iter(shapes))) != 3 or next(iter(shapes))[0] != len(queries):
         raise ValueError(f"every map must be (Q={len(queries)}, h, w) with the same shape; got {shapes}")
     _, h, w = next(iter(shapes))
+    names = _query_titles(queries, titles, labels, (h, w))
     height, width = (h, w) if image is None else image.shape[:2]
     extent = (0, width, height, 0)
     grey = None if image is None else np.asarray(image, dtype=np.float64).mean(axis=2)
@@ -206,15 +252,17 @@ def plot_attention_maps(
             ax.plot((qc + 0.5) * width / w, (qr + 0.5) * height / h, "x", color="cyan", markersize=10, mew=2.5)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_xlabel(f"peak {peak:.2g}", fontsize=8)
+            query_name = f"query ({qr}, {qc})" if names is None else names[row]
+            where = "" if names is None else f"cell ({qr}, {qc}), "
+            ax.set_xlabel(f"{where}peak {peak:.2g}", fontsize=8)
             if single:
-                ax.set_title(f"query ({qr}, {qc})", fontsize=10)
+                ax.set_title(query_name, fontsize=10)
                 fig.suptitle(name)
             else:
                 if row == 0:
                     ax.set_title(name, fontsize=10)
                 if col == 0:
-                    ax.set_ylabel(f"query ({qr}, {qc})")
+                    ax.set_ylabel(query_name)
     return fig
 
 
@@ -460,6 +508,8 @@ def plot_query_attention(
     query_size: tuple[int, int] | None = None,
     name: str = "",
     outline: np.ndarray | None = None,
+    query_name: str = "",
+    labels: ArrayLike | None = None,
 ) -> Figure:
     """Where one query pixel looks, in one block: the per-pixel map over the image and, for APNB/AFNB, the anchor
     weights ``a_j`` on each pyramid level's grid.
@@ -474,6 +524,9 @@ def plot_query_attention(
         name: the block's name, for the titles.
         outline: optional boolean ``(H, W)`` image mask of a region to outline in lime on every panel (e.g. the
             synthetic set's cue board).
+        query_name: optional name of the query (e.g. ``"car query"``) for the image panel's title, before its cell.
+        labels: optional train-id map (the ``query_size`` grid or image resolution); without ``query_name``, the
+            query is named by the class under it (:func:`query_class_names`).
 
     The top row is the image and the per-pixel map (own scale, 0 to its peak). The bottom row has one panel per
     level: each cell of the level's (real, sometimes overlapping) grid coloured by its anchor weight, all levels on
@@ -492,7 +545,9 @@ def plot_query_attention(
     top = [fig.add_subplot(grid[0, :columns]), fig.add_subplot(grid[0, columns:])]
     top[0].imshow(image)
     top[0].plot(qx, qy, "x", color="cyan", markersize=10, mew=2.5)
-    top[0].set_title(f"query cell {query} (image pixel {int(qy)}, {int(qx)})", fontsize=9)
+    named = _query_titles([query], [query_name] if query_name else None, labels, query_size or (h, w))
+    cell = f"{named[0]}, cell" if named else "query cell"
+    top[0].set_title(f"{cell} {query} (image pixel {int(qy)}, {int(qx)})", fontsize=9)
     top[1].imshow(attention_overlay(image, values), extent=extent)
     kind = "per-pixel weights" if anchor_weights is None else "effective per-pixel weights w = aP"
     top[1].set_title(f"{name}: {kind}".lstrip(": "), fontsize=9)
