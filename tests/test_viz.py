@@ -25,6 +25,7 @@ from anncore.viz import (
     plot_pyramid_sampling,
     plot_query_attention,
     plot_shape_flow,
+    query_class_names,
     shapes_table,
 )
 
@@ -244,3 +245,17 @@ def test_prediction_figure_uses_the_palette_and_scores_labelled_pixels():
     assert len(plot_prediction(image, prediction).axes) == 2
     with pytest.raises(ValueError, match="label must have the prediction's shape"):
         plot_prediction(image, prediction, label[:2])
+
+
+def test_maps_are_titled_by_the_class_of_their_query():
+    labels = np.full((32, 64), 255, np.uint8)  # image-resolution train ids
+    labels[:16] = 10  # sky on top
+    labels[16:, :32] = 0  # road bottom left; bottom right stays ignored
+    queries = [(0, 0), (3, 1), (3, 7)]
+    assert query_class_names(labels, queries, (4, 8)) == ["sky", "road", "ignored"]
+    assert query_class_names(labels[4::8, 4::8], queries) == ["sky", "road", "ignored"]  # on the feature grid
+    single = plot_attention_maps({"a": torch.rand(3, 4, 8)}, queries, labels=labels)
+    titles = [ax.get_title() for ax in single.axes]
+    assert titles[0].startswith("sky query") and titles[1].startswith("road query"), titles
+    named = plot_attention_maps({"a": torch.rand(3, 4, 8)}, queries, titles=["x", "y", "z"])
+    assert [ax.get_title().split("\n")[0] for ax in named.axes] == ["x", "y", "z"]
