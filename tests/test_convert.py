@@ -355,3 +355,25 @@ def test_a_mis_shaped_tensor_is_named_with_both_shapes(official64, source_key, o
     assert source_key in message, message  # the file's own name for it
     numbers = [int(n) for n in re.findall(r"\d+", message)]
     assert _has_run(numbers, bad_shape) and _has_run(numbers, good_shape), message
+
+
+def test_evaluate_and_the_explorer_run_on_a_converted_model(source_files, tmp_path, capsys):
+    """What a converted checkpoint is for: `evaluate` scores it and the explorer draws its attention."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from anncore.__main__ import main
+    from anncore.data.synthetic import write_synthetic_cityscapes
+
+    convert_checkpoint(source_files["official"], "official", tmp_path / "official.pt")
+    data = write_synthetic_cityscapes(tmp_path / "data", train=1, val=1, height=64, width=128)
+    argv = ["evaluate", "--checkpoint", str(tmp_path / "official.pt"), "--data-root", str(data)]
+    assert main([*argv, "--out", str(tmp_path / "eval"), "--device", "cpu"]) == 0
+    assert 0 <= json.loads((tmp_path / "eval" / "metrics.json").read_text())["pixel_acc"] <= 1
+    Image.fromarray(np.zeros((64, 128, 3), np.uint8)).save(tmp_path / "photo.png")
+    argv = ["explore", "--checkpoint", str(tmp_path / "official.pt"), str(tmp_path / "photo.png")]
+    assert main([*argv, "--out", str(tmp_path / "figures"), "--cells", "1", "--device", "cpu"]) == 0
+    assert sorted(p.name.split("_")[1] for p in (tmp_path / "figures").iterdir()) == ["AFNB", "APNB"]
+    capsys.readouterr()
