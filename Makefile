@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: course course-model test lint notebooks clean chromium cityscapes exercises
+.PHONY: course course-model test lint notebooks clean chromium cityscapes exercises gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "note: Debian chromium could not be installed; tests/test_browser.py will skip"
+
+## wheels the lent GPU machine lacks for gpu-check's notebooks step, into .gpu-wheels/ (git-ignored; best effort):
+## run(command="ANNCORE_WHEELS=.gpu-wheels bash benchmarks/gpu_check.sh --out $OUT/gpu", carry=[".gpu-wheels"])
+gpu-wheels:
+	-$(PY) -m pip download --only-binary=:all: --dest .gpu-wheels papermill nbclient ipykernel nbformat
 
 ## the full recipe on real Cityscapes (a GPU machine): notebooks 07-08 with params/cityscapes/; resumable
 cityscapes: $(STAMP)

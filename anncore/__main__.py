@@ -180,6 +180,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gpu_check(args: argparse.Namespace) -> int:
+    from anncore.gpucheck import run_check, run_step
+
+    if args.step:  # one step, in the subprocess the check starts for it
+        return run_step(args.step, Path(args.out), args.limit_s, args.dry_run, args.work)
+    return run_check(Path(args.out), args.budget_s, args.dry_run, args.only)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from anncore import __version__
 
@@ -318,6 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--iters", type=int, help="override the config's iterations")
     ablate.add_argument("--jobs", type=int, default=1, help="runs trained at a time (cpu_count // jobs threads each)")
     ablate.set_defaults(run=_ablate)
+
+    gpu = commands.add_parser("gpu-check", help="one timed proof on a lent GPU: every result as JSON, a summary")
+    gpu.add_argument("--out", required=True, help="folder for the JSON results, logs and executed notebooks")
+    gpu.add_argument("--budget-s", type=float, default=540.0, help="wall time for all steps (default 540)")
+    gpu.add_argument("--dry-run", action="store_true", help="the same steps on the CPU at tiny sizes (seconds)")
+    gpu.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps (env paper sweep ann-inference "
+                     "ann-train compile resume ddp notebooks)")  # fmt: skip
+    gpu.add_argument("--step", help=argparse.SUPPRESS)  # internal: run one step in this process
+    gpu.add_argument("--limit-s", type=float, default=60.0, help=argparse.SUPPRESS)
+    gpu.add_argument("--work", help=argparse.SUPPRESS)
+    gpu.set_defaults(run=_gpu_check)
     return parser
 
 
