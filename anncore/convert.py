@@ -100,15 +100,19 @@ ARCHITECTURE: dict[str, dict[str, Any]] = {
 }
 _SIGNATURES = {"official": "fusion.stages.0.", "mmseg": "decode_head."}
 _DEPTHS = {6: "resnet50", 23: "resnet101"}  # blocks in layer3
-_NUMPY_SCALARS = [np.dtype, np.dtypes.Float64DType, np.dtypes.Float32DType, np.dtypes.Int64DType]
+#: What the official trainer's ``runner_state`` pickles besides plain values: numpy scalars and their dtypes
+#: (``numpy._core`` since numpy 2, ``numpy.core`` before; the dtype classes exist since numpy 1.20).
+_NUMPY_SCALARS = [
+    (getattr(np, "_core", None) or np.core).multiarray.scalar,
+    np.dtype,
+    *(type(np.dtype(name)) for name in ("float64", "float32", "int64")),
+]
 
 
 def read_source(path: str | Path, source: str) -> dict[str, Any]:
     """A checkpoint file as its source wrote it, read weights-only; numpy scalars (the official ``runner_state``)
     are the only non-tensor objects allowed."""
-    from numpy._core.multiarray import scalar
-
-    with torch.serialization.safe_globals([scalar, *_NUMPY_SCALARS]):
+    with torch.serialization.safe_globals(_NUMPY_SCALARS):
         checkpoint = read_torch_file(path, f"{source} ANN checkpoint")
     if not isinstance(checkpoint, dict):
         raise BadInput(f"{path}: expected a checkpoint dict, got {type(checkpoint).__name__}")

@@ -122,21 +122,14 @@ def test_miou_equals_cityscapesscripts(synthetic_val, tmp_path, monkeypatch):
         assert (np.isnan(iou) and np.isnan(expected)) or iou == pytest.approx(expected, abs=1e-9)
 
 
-def test_evaluate_command_end_to_end(synthetic_val, tmp_path, capsys):
+def test_evaluate_command_end_to_end(synthetic_val, small_model_file, tmp_path, capsys):
     """`python -m anncore evaluate` on a checkpoint file: metrics.json, label-id predictions and overlays."""
     import json
-    import warnings
 
     from anncore.__main__ import main
-    from anncore.checkpoint import save_checkpoint
-    from anncore.model import ANN
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ANN(backbone="small", head="ann")
-    save_checkpoint({"model": model.state_dict(), "model_config": model.config}, tmp_path / "checkpoint.pt")
     out = tmp_path / "eval"
-    argv = ["evaluate", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--data-root", str(synthetic_val)]
+    argv = ["evaluate", "--checkpoint", str(small_model_file("ann")), "--data-root", str(synthetic_val)]
     argv += ["--out", str(out), "--crop", "32", "64", "--flip", "--save-predictions", "--device", "cpu"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -149,23 +142,18 @@ def test_evaluate_command_end_to_end(synthetic_val, tmp_path, capsys):
     assert "mIoU" in capsys.readouterr().out
 
 
-def test_the_official_evaluator_walks_the_predictions_folder_as_written(synthetic_val, tmp_path, monkeypatch):
+def test_the_official_evaluator_walks_the_predictions_folder_as_written(
+    synthetic_val, small_model_file, tmp_path, monkeypatch
+):
     """cityscapesscripts' own command (``main()``: it globs the ground truth and walks ``$CITYSCAPES_RESULTS`` for
     each frame's prediction) accepts ``evaluate --save-predictions``' folder and agrees with its metrics.json."""
     import json
-    import warnings
 
     from anncore.__main__ import main
-    from anncore.checkpoint import save_checkpoint
-    from anncore.model import ANN
 
     pytest.importorskip("cityscapesscripts")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ANN(backbone="small", head="apnb")
-    save_checkpoint({"model": model.state_dict(), "model_config": model.config}, tmp_path / "checkpoint.pt")
     out = tmp_path / "eval"
-    argv = ["evaluate", "--checkpoint", str(tmp_path / "checkpoint.pt"), "--data-root", str(synthetic_val)]
+    argv = ["evaluate", "--checkpoint", str(small_model_file("apnb")), "--data-root", str(synthetic_val)]
     assert main([*argv, "--out", str(out), "--save-predictions", "--device", "cpu"]) == 0
     ours = json.loads((out / "metrics.json").read_text())
     exported = tmp_path / "official"

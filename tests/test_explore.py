@@ -1,26 +1,17 @@
 """`python -m anncore explore`: the explorer's figures for a user's own photos, and the errors for bad photos."""
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from anncore.__main__ import main
-from anncore.checkpoint import save_checkpoint
 from anncore.explore import photo_samples, query_cells
-from anncore.model import ANN
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ANN(19, "small", "ann", aux=False)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_checkpoint({"model": model.state_dict(), "model_config": model.config}, path)
-    return path
+def checkpoint(small_model_file):
+    return small_model_file("ann", aux=False)
 
 
 def test_photos_are_normalised_resized_and_unlabelled(tmp_path):

@@ -36,13 +36,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses: see one_thread
 TINY = dict(backbone="small", batch_size=2, crop=[32, 64], workers=0, device="cpu", ohem_min_kept=50, log_every=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and on a busy machine, a lot of it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
