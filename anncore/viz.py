@@ -130,6 +130,7 @@ def plot_pyramid_sampling(
         top.set_yticks([])
         label = f"{s * s} anchor{'s' if s > 1 else ''} (cell means)"
         draw_anchor_grid(axes[1, col], grid, label, cmap, vmin, vmax)
+    fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap), ax=axes, shrink=0.8, label="feature value")
     fig.suptitle(f"pyramid sampling: {' + '.join(str(s * s) for s in sizes)} = {num_anchors(sizes)} anchors")
     return fig
 
@@ -149,6 +150,7 @@ def plot_anchor_weights(
     for ax, s, grid in zip(axes, sizes, grids, strict=True):
         level = f"{s}x{s}: {grid.sum():.1%} of the weight"
         draw_anchor_grid(ax, grid, level, ATTENTION_CMAP, vmin=0.0, vmax=peak, fmt="{:.1%}")
+    fig.colorbar(ScalarMappable(Normalize(0.0, peak), ATTENTION_CMAP), ax=axes, shrink=0.8, label="anchor weight a_j")
     fig.suptitle(title)
     return fig
 
@@ -216,8 +218,8 @@ def plot_attention_maps(
         labels: optional train-id map (feature grid or image resolution); without ``titles``, each query is named
             by the class under it (:func:`query_class_names`), ``"<class> query"``.
 
-    Each panel has its own colour scale from 0 to its peak weight, given under it: maps of different blocks differ
-    in sharpness, and a shared scale would hide the flatter one.
+    Each panel has its own colour scale from 0 to its peak weight, shown by its colour bar and given under it: maps
+    of different blocks differ in sharpness, and a shared scale would hide the flatter one.
     """
     arrays = {name: to_float64(m) for name, m in maps.items()}
     shapes = {a.shape for a in arrays.values()}
@@ -250,6 +252,8 @@ def plot_attention_maps(
                 interpolation="nearest",
             )
             ax.plot((qc + 0.5) * width / w, (qr + 0.5) * height / h, "x", color="cyan", markersize=10, mew=2.5)
+            bar = fig.colorbar(ScalarMappable(Normalize(0.0, peak), ATTENTION_CMAP), ax=ax, shrink=0.85, pad=0.02)
+            bar.ax.tick_params(labelsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
             query_name = f"query ({qr}, {qc})" if names is None else names[row]
@@ -277,7 +281,8 @@ def draw_attention_matrix(
         raise ValueError(f"weights must be (N, S), got shape {matrix.shape}")
     ax = _new_axes(ax, (5, 5))
     norm = LogNorm(vmin=matrix.max() * 1e-6, vmax=matrix.max(), clip=True) if log else None
-    ax.imshow(matrix, cmap=ATTENTION_CMAP, norm=norm, aspect="auto", interpolation="antialiased")
+    shown = ax.imshow(matrix, cmap=ATTENTION_CMAP, norm=norm, aspect="auto", interpolation="antialiased")
+    ax.figure.colorbar(shown, ax=ax, label="attention weight" + (" (log scale)" if log else ""))
     for row in rows:
         ax.axhline(row, color="cyan", linewidth=1.0)
     ax.set_xlabel(f"key position j  (S = {matrix.shape[1]})")
@@ -564,6 +569,7 @@ def plot_query_attention(
             ax.set_title(f"{s}x{s} anchors: {share:.1%} of the weight", fontsize=9)
             panels.append(ax)
         fig.colorbar(ScalarMappable(Normalize(0.0, peak), ATTENTION_CMAP), ax=panels[2:], label="anchor weight a_j")
+    fig.colorbar(ScalarMappable(Normalize(0.0, values.max()), ATTENTION_CMAP), ax=top[1], label="weight w_p")
     for ax in panels:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -60,7 +60,7 @@ def test_pyramid_sampling_figure_shows_map_cells_and_anchor_means():
     fmap = np.arange(11 * 14, dtype=float).reshape(11, 14)
     fig = plot_pyramid_sampling(fmap)
     axes = fig.axes
-    assert len(axes) == 8
+    assert len(axes) == 8 + 1  # four maps, four anchor grids, one colour bar
     assert [len(rectangles(ax)) for ax in axes[:4]] == [1, 9, 36, 64]
     np.testing.assert_array_equal(axes[0].images[0].get_array(), fmap)
     pooled = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(fmap)[None, None], 3)[0, 0].numpy()
@@ -74,10 +74,12 @@ def test_anchor_weights_titles_give_level_shares():
     weights[10:46] = 0.5 / 36
     fig = plot_anchor_weights(weights, title="the query's anchors")
     assert fig._suptitle.get_text() == "the query's anchors"  # not the last level's title
-    titles = [ax.get_title() for ax in fig.axes]
+    titles = [ax.get_title() for ax in fig.axes[:4]]
     assert titles == ["1x1: 50.0% of the weight", "3x3: 0.0% of the weight", "6x6: 50.0% of the weight",
                       "8x8: 0.0% of the weight"]  # fmt: skip
-    assert [ax.images[0].get_clim() for ax in fig.axes] == [(0.0, 0.5)] * 4  # one scale for all levels
+    assert len(fig.axes) == 4 + 1 and fig.axes[4].get_ylabel() == "anchor weight a_j"  # the levels, one colour bar
+    titles = titles[:4]
+    assert [ax.images[0].get_clim() for ax in fig.axes[:4]] == [(0.0, 0.5)] * 4  # one scale for all levels
     assert fig.axes[0].texts[0].get_text() == "50.0%"
 
 
@@ -86,7 +88,9 @@ def test_attention_maps_grid_markers_and_values():
     maps = {"a": torch.rand(2, 4, 8), "b": np.random.default_rng(1).random((2, 4, 8))}
     queries = [(0, 0), (3, 7)]
     fig = plot_attention_maps(maps, queries, image=image)
-    assert len(fig.axes) == 4
+    assert len(fig.axes) == 4 + 4  # four panels, then a colour bar for each, from 0 to its own peak
+    assert [bar.get_ylim() for bar in fig.axes[4:]] == [(0.0, m[q].max()) for q in range(2) for m in
+                                                        (maps["a"].numpy(), maps["b"])]  # fmt: skip
     ax = fig.axes[3]  # second query, map "b"
     np.testing.assert_allclose(ax.images[1].get_array(), maps["b"][1])
     alpha = ax.images[1].get_alpha()
@@ -96,8 +100,8 @@ def test_attention_maps_grid_markers_and_values():
     assert fig.axes[0].get_title() == "a" and fig.axes[1].get_title() == "b"
     assert fig.axes[2].get_ylabel() == "query (3, 7)"
     single = plot_attention_maps({"a": maps["a"]}, queries)  # one kind of map: the queries side by side
-    assert [len(ax.images) for ax in single.axes] == [1, 1]
-    assert [ax.get_title() for ax in single.axes] == ["query (0, 0)", "query (3, 7)"]
+    assert [len(ax.images) for ax in single.axes[:2]] == [1, 1]
+    assert [ax.get_title() for ax in single.axes[:2]] == ["query (0, 0)", "query (3, 7)"]
     assert single._suptitle.get_text() == "a"
     assert single.axes[1].get_position().x0 > single.axes[0].get_position().x1
     with pytest.raises(ValueError, match="Q=2"):
@@ -204,7 +208,8 @@ def test_query_attention_figure_shows_the_map_and_each_level():
     pixel_map = effective_attention(anchors, 5, 10).view(5, 10)
     fig = plot_query_attention(image, pixel_map, (2, 3), anchors, name="AFNB")
     axes = fig.axes
-    assert len(axes) == 2 + 4 + 1  # image, map, four levels, colorbar
+    assert len(axes) == 2 + 4 + 2  # image, map, four levels, the levels' colour bar, the map's colour bar
+    assert axes[7].get_ylabel() == "weight w_p" and axes[7].get_ylim() == pytest.approx((0.0, float(pixel_map.max())))
     assert axes[0].get_title() == "query cell (2, 3) (image pixel 20, 28)"
     assert axes[1].get_title() == "AFNB: effective per-pixel weights w = aP"
     np.testing.assert_array_equal(axes[1].images[0].get_array(), attention_overlay(image, pixel_map))
@@ -218,7 +223,7 @@ def test_query_attention_figure_shows_the_map_and_each_level():
         axes[5].images[0].get_array(), attention_overlay(image, level, vmax=float(anchors.max()))
     )
     nl = plot_query_attention(image, torch.softmax(torch.randn(5, 10).flatten(), 0).view(5, 10), (0, 0), name="NL")
-    assert len(nl.axes) == 2 and nl.axes[1].get_title() == "NL: per-pixel weights"
+    assert len(nl.axes) == 2 + 1 and nl.axes[1].get_title() == "NL: per-pixel weights"
     board = np.zeros((40, 80), bool)
     board[4:12, 60:76] = True
     outlined = plot_query_attention(image, pixel_map, (2, 3), anchors, outline=board)
@@ -258,4 +263,4 @@ def test_maps_are_titled_by_the_class_of_their_query():
     titles = [ax.get_title() for ax in single.axes]
     assert titles[0].startswith("sky query") and titles[1].startswith("road query"), titles
     named = plot_attention_maps({"a": torch.rand(3, 4, 8)}, queries, titles=["x", "y", "z"])
-    assert [ax.get_title().split("\n")[0] for ax in named.axes] == ["x", "y", "z"]
+    assert [ax.get_title().split("\n")[0] for ax in named.axes[:3]] == ["x", "y", "z"]
