@@ -30,8 +30,9 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "note: Debian chromium could not be installed; tests/test_browser.py will skip"
 
-## wheels the lent GPU machine lacks for gpu-check's notebooks step, into .gpu-wheels/ (git-ignored; best effort):
-## run(command="ANNCORE_WHEELS=.gpu-wheels bash benchmarks/gpu_check.sh --out $OUT/gpu", carry=[".gpu-wheels"])
+## wheels of gpu-check's notebooks step, for a CUDA machine without network or the course extra, into .gpu-wheels/
+## (git-ignored; best effort); copy the checkout with .gpu-wheels/ to that machine and run there:
+##   ANNCORE_WHEELS=.gpu-wheels bash benchmarks/gpu_check.sh --out DIR
 gpu-wheels:
 	-$(PY) -m pip download --only-binary=:all: --dest .gpu-wheels papermill nbclient ipykernel nbformat
 

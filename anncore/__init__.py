@@ -3,6 +3,10 @@
 The blocks are importable from the package root; the rest lives in modules named for what they hold.
 """
 
+import tomllib
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
 from anncore.attention import ATTN_IMPLEMENTATIONS, attention, attention_weights
 from anncore.blocks import AFNB, APNB, NonLocal2d, SelfAttention2d
 from anncore.env import pick_device
@@ -22,4 +26,18 @@ __all__ = [
     "pooling_matrix",
     "pyramid_pool",
 ]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The version ``pyproject.toml`` gives, its one source: from the installed metadata, or, for a source tree on
+    ``PYTHONPATH`` that was never installed, from the ``pyproject.toml`` beside the package."""
+    try:
+        return version("anncore")
+    except PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        if not pyproject.is_file():
+            return "unknown"
+        return str(tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"])
+
+
+__version__ = _version()

@@ -318,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     exercises.set_defaults(run=_exercises)
 
     ablate = commands.add_parser("ablate", help="train fcn/nl/apnb/ann for several seeds, one JSON document")
-    ablate.add_argument("--config", required=True, help="TrainConfig YAML every run shares (e.g. params/ablation.yaml)")
+    ablate.add_argument(
+        "--config", required=True, help="TrainConfig YAML every run shares (e.g. params/course_model.yaml)"
+    )
     ablate.add_argument("--heads", nargs="+", default=["fcn", "nl", "apnb", "ann"], help="heads to train")
     ablate.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds per head")
     ablate.add_argument("--out", required=True, help="runs go to OUT/<head>/seed<s>/, the document into OUT")
@@ -327,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--jobs", type=int, default=1, help="runs trained at a time (cpu_count // jobs threads each)")
     ablate.set_defaults(run=_ablate)
 
-    gpu = commands.add_parser("gpu-check", help="one timed proof on a lent GPU: every result as JSON, a summary")
+    gpu = commands.add_parser(
+        "gpu-check", help="timed GPU benchmarks and checks on a CUDA machine: every result as JSON, a summary"
+    )
     gpu.add_argument("--out", required=True, help="folder for the JSON results, logs and executed notebooks")
     gpu.add_argument("--budget-s", type=float, default=540.0, help="wall time for all steps (default 540)")
     gpu.add_argument("--dry-run", action="store_true", help="the same steps on the CPU at tiny sizes (seconds)")

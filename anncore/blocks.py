@@ -146,8 +146,21 @@ class SelfAttention2d(nn.Module):
 
     def project(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The query of every pixel ``(B, H*W, Ck)`` and the keys ``(B, S, Ck)``: what :meth:`attention_rows`
-        scores. Computing them once lets an explorer score any query row in ``O(S)`` (:mod:`anncore.probe`)."""
-        return _tokens(self.f_query(high)), self._sample(self.f_key(low))
+        scores. Computing them once lets an explorer score any query row in ``O(S)`` (:mod:`anncore.probe`).
+
+        An inspection, not a training step: in train mode the projections' BatchNorm normalises with the batch's
+        statistics, as :meth:`forward` does, but its running statistics and ``num_batches_tracked`` stay as they
+        were."""
+        return _tokens(_without_state_update(self.f_query, high)), self._sample(_without_state_update(self.f_key, low))
+
+
+def _without_state_update(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, but in train mode on copies of its buffers (BatchNorm's running statistics), so that the
+    module's own buffers are left as they were; in eval mode, plainly ``module(x)``."""
+    if not any(m.training for m in module.modules()):
+        return cast(torch.Tensor, module(x))
+    buffers = {name: buffer.clone() for name, buffer in module.named_buffers()}
+    return cast(torch.Tensor, torch.func.functional_call(module, buffers, (x,)))
 
 
 class _FusedAttentionBlock(nn.Module):

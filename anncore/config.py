@@ -211,7 +211,11 @@ def data_root_of(config: TrainConfig) -> Path:
     return resolve_data_root(config.data_root, synthetic_set_of(asdict(config)))
 
 
-#: Settings a resumed run may change: they do not change what the experiment is (its data, model, losses, seed).
+#: Settings a resumed run may change: where it reads and writes (``data_root``, ``out``, ``device``: the same data
+#: may have moved; it is not compared with the checkpoint's), how it runs (``workers``, ``threads``, ``amp``,
+#: ``check_data``, how often it logs, validates and checkpoints), and how long and how fast it goes on (``iters``,
+#: ``lr``: the schedule follows). The model, the losses, the optimiser, the seed and the make-up of the data
+#: (``synthetic_size``, ``crop``, ...) stay those of the checkpoint.
 RESUME_MAY_CHANGE = frozenset(
     {"resume", "check_data", "workers", "data_root", "out", "device", "log_every", "val_every", "checkpoint_every",
      "lr", "iters", "amp", "threads"}

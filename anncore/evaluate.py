@@ -173,12 +173,11 @@ def confusion_over(
     ``(images, masks)``, accumulated into a confusion matrix on ``device``; ``after_batch(i, images, predictions)``
     sees each batch (saving predictions). Training's validation and :func:`evaluate` both run it."""
     confusion = ConfusionMatrix(num_classes, ignore_index, device)
-    with torch.no_grad():
-        for i, (images, masks) in enumerate(batches):
-            predictions = predict(images.to(device, non_blocking=True))
-            confusion.update(predictions, masks.to(device, non_blocking=True))
-            if after_batch is not None:
-                after_batch(i, images, predictions)
+    for i, (images, masks) in enumerate(batches):
+        predictions = predict(images.to(device, non_blocking=True))
+        confusion.update(predictions, masks.to(device, non_blocking=True))
+        if after_batch is not None:
+            after_batch(i, images, predictions)
     return confusion
 
 

@@ -1,9 +1,9 @@
-"""One short, unattended proof of the project on a lent GPU: ``python -m anncore gpu-check --out DIR``.
+"""The project's GPU measurements and checks in one unattended, time-boxed run: ``python -m anncore gpu-check --out
+DIR`` on a CUDA machine with one GPU (the sizes suit an H100 or H200: ``ann-train`` runs batch 8 at 769x769).
 
-A GPU machine (one H100/H200, its own torch, no internet, this repository on ``PYTHONPATH``) is lent only
-sometimes, for about 15 minutes in all. This check is ready before it is: it runs in ONE go within ``--budget-s``
-(default 540 s, leaving time to start the machine and fetch the files), writes every result as strict JSON into
-``DIR``, and prints a one-screen summary. Steps, most valuable first (:data:`STEPS`):
+It runs every step in one go within ``--budget-s`` (default 540 s), writes every result as strict JSON into ``DIR``,
+and prints a one-screen summary. It needs anncore's core dependencies and this repository (installed, or on
+``PYTHONPATH``), and no network. Steps, most valuable first (:data:`STEPS`):
 
 =================  ================================================================================================
 ``env``            GPU name, driver, torch / CUDA / cuDNN versions (:func:`anncore.env.environment_report`), the
@@ -36,16 +36,15 @@ iterations, the ``--quick`` bench sizes, gloo instead of NCCL, notebook 00 alone
 machinery in well under a minute and is what ``tests/test_gpu_check.py`` runs. Without ``--dry-run`` the check
 needs CUDA.
 
-On the lent machine (the device ``run`` tool)::
+To run it on a CUDA machine with torch but without anncore installed, from the repository root::
 
-    make gpu-wheels        # here, once, with internet: papermill, nbclient, ipykernel, nbformat wheels in .gpu-wheels/
-
-    run(command="ANNCORE_WHEELS=.gpu-wheels bash benchmarks/gpu_check.sh --out $OUT/gpu",
-        carry=[".gpu-wheels"], timeout_s=600)
+    make gpu-wheels  # once, where there is network: papermill, nbclient, ipykernel, nbformat wheels in .gpu-wheels/
+    ANNCORE_WHEELS=.gpu-wheels bash benchmarks/gpu_check.sh --out DIR
 
 ``benchmarks/gpu_check.sh`` puts the repository on ``PYTHONPATH``, pip-installs the wheels of ``$ANNCORE_WHEELS``
 (offline) into a temporary ``--target`` folder added to ``PYTHONPATH``, and runs this module with its arguments.
-Copy the fetched ``gpu/`` folder to ``benchmarks/results/gpu-check-<stamp>/`` (``<stamp>`` as
+Without ``ANNCORE_WHEELS`` it installs nothing: where the ``course`` extra is installed, the notebooks step needs no
+wheels. To keep a run's results, copy ``DIR`` to ``benchmarks/results/gpu-check-<stamp>/`` (``<stamp>`` as
 :func:`anncore.files.utc_stamp` writes it, the one in ``summary.json``'s ``created``) and commit it there.
 """
 
@@ -1294,8 +1293,8 @@ def _step_notebooks(ctx: StepContext) -> None:
     missing = _missing(NOTEBOOK_RUNNER)
     if missing:
         raise StepSkipped(
-            f"{', '.join(missing)} not importable: run `make gpu-wheels` here, then benchmarks/gpu_check.sh with "
-            "ANNCORE_WHEELS=.gpu-wheels (and carry .gpu-wheels)"
+            f"{', '.join(missing)} not importable: install the course extra, or run `make gpu-wheels` where there "
+            "is network and then benchmarks/gpu_check.sh with ANNCORE_WHEELS=.gpu-wheels"
         )
     import papermill
 

@@ -177,14 +177,14 @@ class ANN(nn.Module):
         check_attn_implementation(attn_implementation)  # here too: the fcn head has no block to check it
         if input_norm not in INPUT_NORMS:
             raise BadInput(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
-        widths = HEAD_WIDTHS.get(backbone, HEAD_WIDTHS["resnet101"])
+        self.backbone = build_backbone(backbone, pretrained, stem)  # refuses a name outside BACKBONES
+        widths = HEAD_WIDTHS[backbone]  # one entry per backbone (tests/test_model.py checks the two lists agree)
         aux_width = widths.aux if aux_width is None else aux_width
         self.config = {"num_classes": num_classes, "backbone": backbone, "head": head,
                        "attn_implementation": attn_implementation, "aux": aux, "stem": stem, "aux_width": aux_width,
                        "align_corners": align_corners, "input_norm": input_norm}  # fmt: skip
-        self.backbone = build_backbone(backbone, pretrained, stem)
         low, high = self.backbone.low_channels, self.backbone.high_channels
-        self.head = ContextHead(head, low, high, HEAD_WIDTHS[backbone], num_classes, attn_implementation)
+        self.head = ContextHead(head, low, high, widths, num_classes, attn_implementation)
         self.aux_head = _aux_head(low, aux_width, num_classes) if aux else None
         self.align_corners, self.input_norm = align_corners, input_norm
 
@@ -243,9 +243,9 @@ def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu")
     """
     path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(path, map_location)
-    check_finite(state["model"], f"{path} holds a poisoned model (a diverged run?)")
     if "model" not in state or "model_config" not in state:
         raise BadInput(f"{path} holds no model (keys {sorted(state)}); expected a training checkpoint or model.pt")
+    check_finite(state["model"], f"{path} holds a poisoned model (a diverged run?)")
     config = dict(state["model_config"])
     if "path" in config:  # checkpoints written before the name was unified
         config["attn_implementation"] = config.pop("path")

@@ -299,10 +299,9 @@ def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
             f"resume may change only {', '.join(sorted(RESUME_MAY_CHANGE))}; start a new run in another --out "
             "for anything else"
         )
-    if changed and config.resume:
-        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed if k != "resume")
-        if changes:
-            print(f"--resume with changed settings ({changes})", file=sys.stderr)
+    changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed if k != "resume")
+    if changes:
+        print(f"--resume with changed settings ({changes})", file=sys.stderr)
     return state
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check on a lent machine (anncore/gpucheck.py says what it measures):
+# The GPU check (anncore/gpucheck.py says what it measures), on any CUDA machine with torch, from a checkout:
 #
-#   ANNCORE_WHEELS=.gpu-wheels bash benchmarks/gpu_check.sh --out $OUT/gpu [--budget-s 540] [--only STEP ...]
+#   ANNCORE_WHEELS=.gpu-wheels bash benchmarks/gpu_check.sh --out DIR [--budget-s 540] [--only STEP ...]
 #
-# Puts this repository on PYTHONPATH (the machine has its own torch and no anncore install), installs the wheels
+# Puts this repository on PYTHONPATH (so anncore need not be installed, only its core dependencies), installs the wheels
 # in $ANNCORE_WHEELS, if set, offline into a temporary --target folder added to PYTHONPATH (papermill, nbclient,
 # ipykernel, nbformat for the notebooks step: `make gpu-wheels` downloads them), then runs
 # `python -m anncore gpu-check "$@"`. $PYTHON picks the interpreter (default: python3, else python).

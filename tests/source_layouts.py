@@ -1,7 +1,7 @@
 """Checkpoint layouts of the official ANN code and of mmsegmentation, and a functional forward over each, for tests.
 
-Transcribed from the public model definitions (see ``/work/notes/issue14-layouts.md``, sections A and B), not from
-anncore and not from any downloaded checkpoint (nothing is downloaded):
+Transcribed from the public model definitions listed here, not from anncore and not from any downloaded checkpoint
+(nothing is downloaded):
 
 * official, MendelXu/ANN: ``models/seg/nets/annn.py`` (network, ``dsn``), ``models/seg/utils/{afnb,apnb}.py``
   (AFNB/APNB, ``_SelfAttentionBlock``, ``PSPModule``), ``models/tools/module_helper.py`` (``BNReLU`` = a nested
@@ -76,7 +76,8 @@ def _resnet_stages(shapes: Shapes, prefix: str, depth: str, inplanes: int) -> No
 
 
 def official_shapes(depth: str = "resnet101", num_classes: int = 19) -> Shapes:
-    """``asymmetric_non_local_network(...).state_dict()`` without the ``module.`` prefix (notes A.1-A.4)."""
+    """``asymmetric_non_local_network(...).state_dict()`` without the ``module.`` prefix (``annn.py``, ``afnb.py``,
+    ``apnb.py``, ``resnet_models.py``)."""
     s: Shapes = {}
     # backbone: deep "prefix" 64-64-128 (resnet_models.py ResNet(deep_base=True)), layer1 takes 128 channels
     _conv(s, "backbone.prefix.conv1", 64, 3, 3, False)
@@ -112,7 +113,8 @@ def official_shapes(depth: str = "resnet101", num_classes: int = 19) -> Shapes:
 
 
 def mmseg_shapes(depth: str = "resnet101", num_classes: int = 19) -> Shapes:
-    """mmseg ``EncoderDecoder(ResNetV1c, ANNHead, FCNHead).state_dict()`` (notes B.1-B.4)."""
+    """mmseg ``EncoderDecoder(ResNetV1c, ANNHead, FCNHead).state_dict()`` (``ann_head.py``,
+    ``self_attention_block.py``, ``resnet.py``, ``fcn_head.py``)."""
     s: Shapes = {}
     # ResNetV1c deep stem 32-32-64: Sequential(conv, BN, ReLU, conv, BN, ReLU, conv, BN, ReLU)
     _conv(s, "backbone.stem.0", 32, 3, 3, False)
@@ -232,7 +234,8 @@ def imagenet_normalised(raw_rgb: Tensor) -> Tensor:
 
 
 def caffe_bgr(raw_rgb: Tensor) -> Tensor:
-    """The official input (notes A.6): BGR, 0-255, minus the caffe BGR mean, std 1."""
+    """The official input (MendelXu/ANN ``hypes/seg/cityscapes/fs_annn_cityscapes_seg.json``: ``input_mode`` BGR,
+    ``normalize`` ``div_value`` 1): BGR, 0-255, minus the caffe BGR mean, std 1."""
     return raw_rgb[:, [2, 1, 0]] - torch.tensor(CAFFE_MEAN_BGR, dtype=raw_rgb.dtype).view(1, 3, 1, 1)
 
 
@@ -287,7 +290,7 @@ def _attention(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
 
 
 def official_forward(state: dict[str, Tensor], image_bgr: Tensor, depth: str = "resnet50") -> Tensor:
-    """``asymmetric_non_local_network.forward`` in eval mode, main output only (notes A.1-A.4), float64.
+    """``asymmetric_non_local_network.forward`` in eval mode, main output only (``annn.py``), float64.
 
     ``image_bgr`` is the official input (:func:`caffe_bgr`); ``state`` may carry the ``module.`` prefix.
     """
@@ -326,7 +329,8 @@ def official_forward(state: dict[str, Tensor], image_bgr: Tensor, depth: str = "
 def mmseg_forward(
     state: dict[str, Tensor], image: Tensor, depth: str = "resnet50", align_corners: bool = False
 ) -> Tensor:
-    """mmseg ``EncoderDecoder`` whole-image inference of ``ANNHead`` on ``ResNetV1c`` (notes B.1-B.5), float64.
+    """mmseg ``EncoderDecoder`` whole-image inference of ``ANNHead`` on ``ResNetV1c`` (``ann_head.py``,
+    ``mmseg/models/segmentors/encoder_decoder.py``), float64.
 
     ``image`` is ImageNet-normalised RGB (:func:`imagenet_normalised`); ``align_corners`` is the decode head's.
     """

@@ -138,19 +138,21 @@ def test_a_diverged_run_leaves_no_poisoned_checkpoint(files, tmp_path, capsys):
     with pytest.raises(NonFiniteLossError, match="iteration") as caught:
         train(config)
     assert "--resume" in str(caught.value)
+    # lr 1e6 diverges after a few good steps (iteration 3 here), so checkpoints were written: the last good one is
+    # kept, finite everywhere, and the message names it
     kept = tmp_path / "run" / "checkpoint.pt"
-    if kept.exists():  # the last good one: finite everywhere
-        state = load_checkpoint(kept)
-        assert non_finite({"model": state["model"], "optimizer": state["optimizer"]["state"]}) == []
-        resumed = load_config(files["root"] / "recipe.yaml", out=str(tmp_path / "run"), iters=20, lr=1e-3,
-                              momentum=0.0, checkpoint_every=1, resume=True)  # fmt: skip
-        try:  # the advice can be followed: --resume accepts the lower --lr (whether these weights recover is theirs)
-            train(resumed)
-        except NonFiniteLossError:
-            pass
-        assert "lr: 1000000.0 -> 0.001" in capsys.readouterr().err
-        state = load_checkpoint(kept)
-        assert non_finite({"model": state["model"], "optimizer": state["optimizer"]["state"]}) == []
+    assert kept.exists() and f"{kept} (iteration " in str(caught.value)
+    state = load_checkpoint(kept)
+    assert non_finite({"model": state["model"], "optimizer": state["optimizer"]["state"]}) == []
+    resumed = load_config(files["root"] / "recipe.yaml", out=str(tmp_path / "run"), iters=20, lr=1e-3,
+                          momentum=0.0, checkpoint_every=1, resume=True)  # fmt: skip
+    try:  # the advice can be followed: --resume accepts the lower --lr (whether these weights recover is theirs)
+        train(resumed)
+    except NonFiniteLossError:
+        pass
+    assert "lr: 1000000.0 -> 0.001" in capsys.readouterr().err
+    state = load_checkpoint(kept)
+    assert non_finite({"model": state["model"], "optimizer": state["optimizer"]["state"]}) == []
 
 
 def test_debug_shows_the_traceback(files):

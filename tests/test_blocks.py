@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from anncore import AFNB, APNB, NonLocal2d, effective_attention
+from anncore.pyramid import pyramid_pool
 
 SHAPES = [(9, 13), (7, 5), (3, 3), (1, 2), (8, 8)]  # odd, below the 8x8 grid, and a single row
 
@@ -172,3 +173,39 @@ def test_attention_rows_equal_rows_of_the_full_matrix(cls):
     _, full = block(*xs, return_attention=True)
     rows = [0, 17, 41]
     torch.testing.assert_close(block.attention.attention_rows(low, high, rows), full[:, rows], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("cls", list(BLOCKS))
+def test_attention_rows_in_train_mode_leave_the_running_statistics_alone(cls):
+    """An inspection of a block in train mode normalises with the batch's statistics, as its forward does, but
+    updates no BatchNorm buffer (it once did, twice for the shared query/key projection)."""
+    block = make(cls, **BLOCKS[cls], impl="naive").train()
+    xs = inputs(cls, 6, 7)
+    low, high = (xs[0], xs[0]) if cls is not AFNB else xs
+    before = {name: buffer.clone() for name, buffer in block.named_buffers()}
+    assert any(name.endswith("num_batches_tracked") for name in before)
+    rows = [0, 17, 41]
+    got = block.attention.attention_rows(low, high, rows)
+    block.attention.project(low, high)
+    for name, buffer in block.named_buffers():
+        assert torch.equal(buffer, before[name]), name
+    _, full = block(*xs, return_attention=True)  # the forward does update them: its batch statistics are the same
+    torch.testing.assert_close(got, full[:, rows], atol=1e-6, rtol=0)
+    assert not torch.equal(block.attention.f_key[1].running_mean, before["attention.f_key.1.running_mean"])
+
+
+@pytest.mark.parametrize("cls", list(BLOCKS))
+def test_attention_rows_in_eval_mode_are_the_projections_scored(cls):
+    block = make(cls, **BLOCKS[cls])
+    xs = inputs(cls, 6, 7)
+    low, high = (xs[0], xs[0]) if cls is not AFNB else xs
+    a, rows = block.attention, [3, 40]
+    query = a.f_query(high).flatten(2).transpose(1, 2)
+    key_map = a.f_key(low)
+    key = (
+        key_map.flatten(2).transpose(1, 2)
+        if a.pool_sizes is None
+        else pyramid_pool(key_map, a.pool_sizes).transpose(1, 2)
+    )
+    expected = torch.softmax(query[:, rows] @ key.transpose(1, 2) * a.f_key[0].out_channels ** -0.5, dim=-1)
+    torch.testing.assert_close(a.attention_rows(low, high, rows), expected, atol=1e-6, rtol=0)

@@ -5,11 +5,11 @@ The source layouts (key names, shapes, BN buffers, shared projections) are trans
 definitions - MendelXu/ANN ``models/seg/nets/annn.py``, ``models/seg/utils/{afnb,apnb}.py``,
 ``models/backbones/resnet/resnet_models.py`` (with ``resnet_backbone.py`` and ``models/tools/module_helper.py``);
 mmsegmentation ``mmseg/models/decode_heads/ann_head.py``, ``mmseg/models/utils/self_attention_block.py``,
-``mmseg/models/backbones/resnet.py``, ``mmseg/models/decode_heads/fcn_head.py`` - as documented in
-``/work/notes/issue14-layouts.md``; see :mod:`source_layouts`. Nothing is downloaded: the weights are random (fixed
-seeds), and the reference output is a small functional forward (``torch.nn.functional`` only) over the SOURCE keys,
-written independently of anncore's modules and of the converter. ResNet-50 depth, a 67x83 input (odd, so the official
-``ceil_mode`` max-pool differs from ``floor``), float64, 1e-6 on the logits.
+``mmseg/models/backbones/resnet.py``, ``mmseg/models/decode_heads/fcn_head.py`` - in :mod:`source_layouts`. Nothing is
+downloaded: the weights are random (fixed seeds), and the reference output is a small functional forward
+(``torch.nn.functional`` only) over the SOURCE keys, written independently of anncore's modules and of the converter.
+ResNet-50 depth, a 67x83 input (odd, so the official ``ceil_mode`` max-pool differs from ``floor``), float64, 1e-6 on
+the logits.
 """
 
 from __future__ import annotations
@@ -136,10 +136,10 @@ def _assert_logits(ours: torch.Tensor, reference: torch.Tensor, atol: float = AT
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# 5. the transcribed tables reproduce the totals of the notes (validates the transcription, not the converter)
+# 5. the transcribed tables reproduce the sources' totals (validates the transcription, not the converter)
 
 
-def test_source_tables_have_the_key_counts_of_the_notes():
+def test_source_tables_have_the_key_counts_of_the_sources():
     official, mmseg = official_shapes("resnet101", 19), mmseg_shapes("resnet101", 19)
     backbone = sum(k.startswith("backbone.") for k in official)
     assert (len(official), backbone, len(official) - backbone) == (704, 636, 68)
@@ -147,7 +147,7 @@ def test_source_tables_have_the_key_counts_of_the_notes():
     assert (len(mmseg), backbone, len(mmseg) - backbone) == (696, 636, 60)
     small = mmseg_shapes("resnet50", 19)
     assert (len(small), sum(k.startswith("backbone.") for k in small)) == (390, 330)
-    # unique parameters (notes: totals table); the APNB query projection is an alias of the key projection
+    # unique parameters of the source networks; the APNB query projection is an alias of the key projection
     buffers = ("running_mean", "running_var", "num_batches_tracked")
 
     def params(shapes: dict[str, tuple[int, ...]], alias: str) -> int:
@@ -156,7 +156,7 @@ def test_source_tables_have_the_key_counts_of_the_notes():
     assert params(official, "context.2.stages.0.f_query.") == 67_694_310
     assert params(mmseg, "context.stages.0.query_project.") == 65_220_742
     assert params(small, "context.stages.0.query_project.") == 46_228_614
-    # a few rows of the tables (A.4, B.3, B.4, C.2, C.3)
+    # a few rows, shaped as the source definitions shape them
     assert official["backbone.layer1.0.conv1.weight"] == (64, 128, 1, 1)
     assert official["backbone.layer1.0.downsample.0.weight"] == (256, 128, 1, 1)
     assert official["fusion.conv_bn_dropout.1.running_var"] == (2048,)
@@ -195,7 +195,7 @@ def test_official_conversion_computes_the_official_network(official64, raw, offi
 
 def test_official_conversion_without_module_prefix_or_bn_counters(official64, raw, official_reference):
     """The official loader also takes bare keys (runner_helper.py:60-61), and a BN that saves no
-    ``num_batches_tracked`` (notes, open question 1) leaves out nothing the forward needs."""
+    ``num_batches_tracked`` (BatchNorm before PyTorch 0.4.1) leaves out nothing the forward needs."""
     bare = {k.removeprefix("module."): v for k, v in official64.items() if not k.endswith(".num_batches_tracked")}
     state, config = convert_state_dict(bare, "official")
     _assert_logits(_logits(_loaded(state, config), imagenet_normalised(raw)), official_reference)
@@ -227,7 +227,7 @@ def test_mmseg_conversion_computes_the_mmseg_network(mmseg64, raw, mmseg_referen
 
 
 def test_mmseg_conversion_without_the_query_alias(mmseg64, raw, mmseg_reference):
-    """A state dict without the shared ``query_project`` entries (notes, open question 3) converts too; the
+    """A state dict without the shared ``query_project`` entries (saved with the alias dropped) converts too; the
     ``align_corners`` argument overrides the config's."""
     lean = {k: v for k, v in mmseg64.items() if "context.stages.0.query_project." not in k}
     state, config = convert_state_dict(lean, "mmseg", meta_config=mmseg_config(True), align_corners=False)

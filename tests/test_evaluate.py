@@ -11,7 +11,15 @@ from torch import nn
 
 from anncore.data import CLASS_NAMES, CityscapesSegmentation, val_transforms
 from anncore.data.synthetic import write_synthetic_cityscapes
-from anncore.evaluate import PRESETS, InferenceConfig, _window_starts, evaluate, predict_probs, save_prediction
+from anncore.evaluate import (
+    PRESETS,
+    InferenceConfig,
+    _window_starts,
+    confusion_over,
+    evaluate,
+    predict_probs,
+    save_prediction,
+)
 from anncore.metrics import ConfusionMatrix
 
 
@@ -62,6 +70,22 @@ def test_multiscale_averages_probabilities():
     probs = predict_probs(lambda x: model(x)["out"], image, InferenceConfig(scales=(0.5, 1.0, 1.5), flip=True))
     assert probs.shape == (1, 19, 32, 48)
     torch.testing.assert_close(probs.sum(1), torch.ones(1, 32, 48))
+
+
+def test_the_evaluation_loop_runs_without_autograd():
+    """``confusion_over`` predicts and calls ``after_batch`` with gradients off (its ``@torch.no_grad()``)."""
+    model, seen = PixelModel(3), []
+
+    def predict(images):
+        seen.append(torch.is_grad_enabled())
+        return model(images)["out"].argmax(1)
+
+    batches = [(torch.rand(2, 3, 4, 5), torch.randint(0, 3, (2, 4, 5))) for _ in range(2)]
+    confusion = confusion_over(
+        predict, batches, torch.device("cpu"), 3, 255, lambda *_: seen.append(torch.is_grad_enabled())
+    )
+    assert seen == [False] * 4 and torch.is_grad_enabled()
+    assert int(confusion.matrix.sum()) == 2 * 2 * 4 * 5
 
 
 def test_bad_inference_config():

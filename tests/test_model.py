@@ -5,8 +5,10 @@ import torch
 from torch import nn
 
 from anncore import AFNB, APNB, NonLocal2d
+from anncore.backbone import BACKBONES
 from anncore.checkpoint import save_checkpoint
-from anncore.model import ANN, HEADS, load_model
+from anncore.errors import UserError
+from anncore.model import ANN, HEAD_WIDTHS, HEADS, load_model
 
 
 def count(module):
@@ -97,6 +99,21 @@ def test_load_model_rebuilds_from_a_checkpoint_without_training_code(tmp_path):
     x = torch.randn(1, 3, 40, 48)
     with torch.no_grad():
         assert torch.equal(loaded(x)["out"], model(x)["out"])
+
+
+@pytest.mark.parametrize("kept", [{"model_config": {"backbone": "small"}}, {"optimizer": {}}, {}])
+def test_a_checkpoint_without_a_model_is_a_user_error_naming_the_file(tmp_path, kept):
+    """Checked before its weights are read: a file without ``model`` once raised ``KeyError: 'model'``."""
+    path = tmp_path / "no-model.pt"
+    save_checkpoint(kept, path)
+    with pytest.raises(UserError, match=f"{path} holds no model") as caught:
+        load_model(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_every_backbone_has_head_widths():
+    """``ANN`` indexes :data:`HEAD_WIDTHS` by the backbone's name, with no fallback."""
+    assert set(HEAD_WIDTHS) == set(BACKBONES)
 
 
 def test_bad_names_are_refused():

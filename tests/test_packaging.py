@@ -2,6 +2,7 @@
 group holds exactly what the library imports, and every third-party import of anncore is declared where it belongs."""
 
 import ast
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -151,6 +152,18 @@ def test_version_flag_prints_the_version():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"anncore {anncore.__version__}\n"
+
+
+def test_the_version_is_written_once_in_pyproject(monkeypatch):
+    """``anncore.__version__`` is read, not written: from the installed metadata, else from pyproject.toml (a source
+    tree on ``PYTHONPATH``)."""
+    assert not re.search(r"^__version__ = ['\"]", (ROOT / "anncore" / "__init__.py").read_text(), re.MULTILINE)
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(anncore, "version", not_installed)
+    assert anncore._version() == PROJECT["version"]
 
 
 def test_console_script_is_the_cli():

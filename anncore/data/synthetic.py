@@ -10,41 +10,19 @@ persons on the sidewalks, riders on bicycles, vehicles on the road, and the ego-
 Colours vary per scene and per object; every region carries low- and high-frequency noise, the image is slightly
 blurred and gets pixel noise, so neither colour nor a single pixel gives the class away.
 
-**Context matters (the distant cue).** Cars, trucks and buses are drawn by *one* generator: the same rear-view
-silhouette, the same size, body-colour, window, light and wheel distributions, so a vehicle's own pixels and their
-neighbourhood carry no information about which of the three it is. All vehicles of a scene share one class, and that
-class is announced by a single large **cue board** (a traffic sign on a tall pole) near the top corner on the
-*other* side of the image: blue with one white stripe means car, orange with two means truck, magenta with three
-means bus (:data:`CUE_BOARDS`; the classes are equally likely). The board is ``0.16-0.22 W`` wide
-(:data:`BOARD_WIDTH`, about 5 % of the image) and lies within ``[0.02 W, 0.28 W]`` of one side (mirrored at
-random); every vehicle pixel lies in the other half, so cue and vehicles are always at least ``0.22 W`` apart
-horizontally (>= 56 px at the course's 128x256, plus a vertical offset): beyond the reach of the small backbone's
-``fcn`` head, well inside what a global-context block sees. A local model can do no better than guess one of the
-three classes for every vehicle (a third right); a model that relates the vehicle pixels to the board can label
-them all correctly. Hue jitter of the training transforms (``hue=0.05``, 18 degrees) keeps the three board hues
-(about 120 degrees apart) distinct, and the stripe count is a second, colour-free cue. A training crop that
-cuts the board away leaves its vehicles undecidable even with global context (label noise, not a bug); crops that
-keep the full width keep every cue in view, and validation always sees the whole image.
-
-**What it takes to learn the cue** (measured with :func:`anncore.cue.board_swap` on a 2-core CPU, small backbone,
-400 training scenes at 128x256, batch 4, 1000 iterations; ``params/course_model.yaml`` is the resulting recipe):
-
-* *the board's size.* Version 1 drew it ``0.08-0.11 W`` wide (1.3 % of the image, about 2x1 cells of the stride-8
-  feature map): the best recipe below reached a follow rate of 0.67 with it, and 0.96-0.97 with the present board
-  (twice as wide and high);
-* *no random rescaling.* The official ``RandomScale(0.5, 2.0)`` before a crop removes the board from most
-  training views, so its vehicles teach noise (0.64 instead of 0.97 with the same recipe);
-* *the optimiser.* The official SGD (lr 0.01) with the official zero-initialised output conv ``W`` of every
-  attention branch keeps the branch silent for this budget: every head stays at chance (0.30-0.32). Adam (lr 1e-3,
-  no weight decay) wakes it (so does SGD with a non-zero ``W``);
-* *no auxiliary loss, weight on the pixels that need the cue.* With the three changes above ``ann`` learnt the cue
-  on every seed, but the single-block heads did not: ``apnb`` on 1 of 3 seeds, ``nl`` on 1 of 3 (and on a second
-  only for the car board). Class weights of 5 on car, truck and bus fixed ``apnb``; what fixed ``nl`` was removing
-  the auxiliary loss (official weight 0.4): the auxiliary head reads layer3 alone, cannot see the board, and its loss
-  on the vehicles is noise pushed into the backbone. The single runs are in ``benchmarks/cue_recipe_experiments.md``,
-  every head and seed under the final recipe in ``benchmarks/results/ablation-synthetic-*.json``;
-* *not the cause:* OHEM (kept at the official 0.7 threshold), Adam's learning rate (5e-4, 2e-3), a warm-up, a
-  larger batch, a taller board or another board colour.
+**The distant cue.** Cars, trucks and buses are drawn by *one* generator (one rear-view silhouette, one distribution
+of size, body colour, windows, lights and wheels), so a vehicle's own pixels and their neighbourhood do not tell
+which of the three it is. All vehicles of a scene share one class, announced by a single large **cue board**
+(:data:`CUE_BOARDS`: blue with one white stripe for car, orange with two for truck, magenta with three for bus;
+equally likely) on a tall pole near the top corner of the *other* side of the image. The board is ``0.16-0.22 W``
+wide (:data:`BOARD_WIDTH`) and lies within ``[0.02 W, 0.28 W]`` of its side (mirrored at random); every vehicle
+pixel lies in the other half, at least ``0.22 W`` away (>= 56 px at the course's 128x256): beyond the reach of the
+small backbone's ``fcn`` head, well inside a global-context block's. A local model can only guess (a third right); a
+model that relates the vehicles to the board labels them all. The training transforms' hue jitter (``hue=0.05``, 18
+degrees) keeps the three hues (120 degrees apart) distinct, and the stripe count is a colour-free second cue. A crop
+that cuts the board away leaves its vehicles undecidable (label noise, not a bug); validation always sees the whole
+image. The board's size and the training recipe that learns the cue (``params/course_model.yaml``) were chosen by
+the runs in ``benchmarks/cue_recipe_experiments.md``, measured with :func:`anncore.cue.board_swap`.
 
 **Files** (:func:`write_synthetic_cityscapes`): ``leftImg8bit/{split}/{city}/{city}_{seq:06d}_000019_leftImg8bit.png``
 (RGB) and, with the same stem, ``gtFine`` ``_labelIds.png`` (uint8), ``_labelTrainIds.png`` (uint8), ``_color.png``
@@ -82,8 +60,9 @@ CUE_BOARDS: dict[str, tuple[tuple[int, int, int], int]] = {
     "truck": ((245, 150, 20), 2),
     "bus": ((205, 40, 195), 3),
 }
-#: Width of the cue board as a fraction of the image width (version 1: 0.08-0.11, too small to be learnt; see the
-#: module docstring). Its left edge lies in ``[0.02, 0.06] W`` (mirrored when the board is on the right).
+#: Width of the cue board as a fraction of the image width (version 1: 0.08-0.11, too small to be learnt; see
+#: benchmarks/cue_recipe_experiments.md). Its left edge lies in ``[0.02, 0.06] W`` (mirrored when the board is on the
+#: right).
 BOARD_WIDTH = (0.16, 0.22)
 CAMERA_HEIGHT = 1.6  # metres above the street
 
