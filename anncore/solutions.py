@@ -30,9 +30,9 @@ def build_nonlocal(in_channels: int, out_channels: int, key_channels: int, value
     )
     block.attention.f_query = block.attention.f_key  # theta = phi: one module under both names
     block.attention.f_value = torch.nn.Conv2d(in_channels, value_channels, 1)
-    block.attention.W = torch.nn.Conv2d(value_channels, out_channels, 1)
-    torch.nn.init.zeros_(block.attention.W.weight)
-    torch.nn.init.zeros_(block.attention.W.bias)
+    block.attention.W = w_out = torch.nn.Conv2d(value_channels, out_channels, 1)
+    torch.nn.init.zeros_(w_out.weight)
+    torch.nn.init.zeros_(w_out.bias)  # type: ignore[arg-type]  # a Conv2d built with bias=True has one
     block.fuse = torch.nn.Sequential(
         torch.nn.Conv2d(out_channels + in_channels, out_channels, 1),
         torch.nn.BatchNorm2d(out_channels),

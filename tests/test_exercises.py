@@ -315,7 +315,7 @@ def test_wrong_and_right_attempts(number):
             cells.extend(probes[j])
     run = nbformat.from_dict({**notebook, "cells": cells})
     NotebookClient(run, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    for (_, name, _, label, _), (j, start, added) in zip(exercises, judged, strict=True):
+    for (_, name, _, label, _), (_, start, added) in zip(exercises, judged, strict=True):
         said = [
             "".join(out.get("text", "") for out in cell.outputs if out.output_type == "stream")
             for cell in run.cells[start : start + len(added)]
