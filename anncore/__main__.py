@@ -55,7 +55,8 @@ def _synth(args: argparse.Namespace) -> int:
     from anncore.data.synthetic import write_synthetic_cityscapes
 
     out = args.out or SyntheticSet(args.train, args.val, args.height, args.width, args.seed).root
-    root = write_synthetic_cityscapes(out, args.train, args.val, args.height, args.width, args.seed)
+    limit = {} if args.max_side is None else {"max_side": args.max_side}
+    root = write_synthetic_cityscapes(out, args.train, args.val, args.height, args.width, args.seed, **limit)
     print(f"synthetic Cityscapes: {args.train} train + {args.val} val images ({args.height}x{args.width}) in {root}")
     return 0
 
@@ -152,7 +153,8 @@ def _convert(args: argparse.Namespace) -> int:
 def _explore(args: argparse.Namespace) -> int:
     from anncore.explore import explore_photos
 
-    written = explore_photos(args.checkpoint, args.photos, args.out, args.cells, args.device, args.max_side)
+    limit = {} if args.max_cells is None else {"max_cells": args.max_cells}
+    written = explore_photos(args.checkpoint, args.photos, args.out, args.cells, args.device, args.max_side, **limit)
     print(f"{len(written)} figures of where the query pixels look, in {args.out}")
     return 0
 
@@ -252,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--height", type=int, default=256, help="image height (default: 256; real Cityscapes 1024)")
     synth.add_argument("--width", type=int, default=512, help="image width (default: 512; real Cityscapes 2048)")
     synth.add_argument("--seed", type=int, default=0, help="the set is a function of this seed (default: 0)")
+    synth.add_argument(
+        "--max-side", type=int, help="largest --height/--width accepted (default 8192; about 100 bytes per pixel)"
+    )
     synth.set_defaults(run=_synth)
 
     check = commands.add_parser("check-data", help="decode every image and label once, listing every bad file")
@@ -308,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("photos", nargs="+", help="image files (JPEG, PNG, ...), e.g. street photos")
     explore.add_argument("--out", required=True, help="folder for the figures")
     explore.add_argument("--cells", type=int, default=2, help="N: N x N query cells per block (default 2)")
+    explore.add_argument(
+        "--max-cells", type=int, help="largest --cells accepted (default 16: N x N figures per block and photo)"
+    )
     explore.add_argument("--max-side", type=int, default=2048, help="longer side of the photo fed (default 2048)")
     explore.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     explore.set_defaults(run=_explore)

@@ -42,15 +42,22 @@ def _conv1x1_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
-def check_feature(x: torch.Tensor, name: str, channels: int) -> None:
-    """Raise a ``ValueError`` unless ``x`` is a non-empty ``(B, channels, H, W)``; the message names ``name`` and
-    both shapes."""
+def check_feature(x: torch.Tensor, name: str, channels: int, block: str = "") -> None:
+    """Raise a ``ValueError`` unless ``x`` is a non-empty floating-point ``(B, channels, H, W)``; the message names
+    ``block`` (the class that was called), ``name`` and both shapes, or the dtype (an integer image fed as it was
+    read would otherwise fail inside the first convolution, in torch's words, with no word of the block)."""
+    where = f"{block} input " if block else ""
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (B, {channels}, H, W), got {type(x).__name__}")
+        raise ValueError(f"{where}{name} must be a torch.Tensor of shape (B, {channels}, H, W), got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"{where}{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
     if x.numel() == 0:
-        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}; B, H and W must all be >= 1")
+        raise ValueError(f"{where}{name} is empty: shape {tuple(x.shape)}; B, H and W must all be >= 1")
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{where}{name} must be a floating-point tensor (float32, float16, bfloat16 or float64), got {x.dtype}; "
+            "convert it first, e.g. x.float()"
+        )
 
 
 def check_channels(**channels: int) -> None:
@@ -216,7 +223,7 @@ class _SelfFusedBlock(_FusedAttentionBlock):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``x: (B, in_channels, H, W)`` -> ``(B, out_channels, H, W)``; with ``return_attention`` also the
         attention weights ``(B, H*W, S)``."""
-        check_feature(x, "x", self.in_channels)
+        check_feature(x, "x", self.in_channels, type(self).__name__)
         return self._run(x, x, return_attention)
 
 
@@ -310,8 +317,8 @@ class AFNB(_FusedAttentionBlock):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``low: (B, low_in, H, W)``, ``high: (B, high_in, H, W)`` -> ``(B, out_channels, H, W)``; with
         ``return_attention`` also the anchor weights ``(B, H*W, S)``."""
-        check_feature(low, "low", self.low_in_channels)
-        check_feature(high, "high", self.high_in_channels)
+        check_feature(low, "low", self.low_in_channels, "AFNB")
+        check_feature(high, "high", self.high_in_channels, "AFNB")
         if low.shape[0] != high.shape[0] or low.shape[2:] != high.shape[2:]:
             raise ValueError(
                 f"AFNB needs low and high of the same batch and spatial size (B, *, H, W); got low "

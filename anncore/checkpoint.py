@@ -20,9 +20,9 @@ key                value
 
 It is written to a temporary file in the same folder, flushed to disk and renamed over the old one (``os.replace``
 is atomic on POSIX and Windows), so a process killed at any moment leaves either the previous or the new checkpoint,
-never a torn one. A Ctrl-C that arrives while one is written is held back until the write is done (an interrupted
-``torch.save`` raises a ``RuntimeError`` from its zip writer instead of ``KeyboardInterrupt``), and a write that
-fails leaves no ``.tmp`` file behind.
+never a torn one. A Ctrl-C or SIGTERM that arrives while one is written is held back until the write is done (an
+interrupted ``torch.save`` raises a ``RuntimeError`` from its zip writer instead of ``KeyboardInterrupt``), and a
+write that fails leaves no ``.tmp`` file behind.
 """
 
 from __future__ import annotations
@@ -46,30 +46,38 @@ from anncore.errors import BadInput, MissingInput
 CHECKPOINT_FORMAT = 1
 
 
+#: The signals that ask a run to stop: Ctrl-C, and SIGTERM, what SLURM, Kubernetes and cloud preemption send
+#: (seconds) before SIGKILL.
+INTERRUPTS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
-def sigint_held_back() -> Iterator[None]:
-    """Run the body with SIGINT deferred: a Ctrl-C during it is delivered again, to the handler that was in place
-    (Python's ``KeyboardInterrupt`` by default, or an enclosing ``sigint_held_back``), once the body is done.
+def interrupts_held_back() -> Iterator[None]:
+    """Run the body with SIGINT and SIGTERM deferred: one that arrives during it is delivered again, to the handler
+    that was in place (Python's ``KeyboardInterrupt`` for SIGINT by default, training's for SIGTERM, or an enclosing
+    ``interrupts_held_back``), once the body is done; a body that raises drops it (its error goes up instead).
 
     Only the main thread can install signal handlers; elsewhere the body runs unguarded."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in INTERRUPTS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        signal.raise_signal(signal.SIGINT)
+        for signum, handler in previous.items():  # None: a handler not set from Python; the default stands in
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+    for pending in dict.fromkeys(received):  # each signal once, in the order they came
+        signal.raise_signal(pending)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically: ``path.tmp``, fsync, then ``os.replace``, with Ctrl-C held back."""
+    """Write ``state`` to ``path`` atomically: ``path.tmp``, fsync, then ``os.replace``, with Ctrl-C and SIGTERM held
+    back."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with sigint_held_back():
+    with interrupts_held_back():
         try:
             with open(tmp, "wb") as f:
                 torch.save({"format": CHECKPOINT_FORMAT, **state}, f)

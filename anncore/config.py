@@ -3,13 +3,15 @@ flags (one per field) and what a resumed run may change.
 
 ``load_config("params/course_model.yaml", lr=0.02)`` reads a YAML mapping of field names and applies overrides;
 ``python -m anncore train --help`` lists the flags :func:`build_parser` derives from the fields. Unknown keys,
-wrong types and out-of-range values raise :class:`ConfigError` naming the key. ``data_root`` follows the one
-data-root rule of :func:`anncore.data.root.resolve_data_root`.
+wrong types, NaN or infinite floats (:func:`finite`), out-of-range values and ``class_weights`` of another length
+than the classes raise :class:`ConfigError` naming the key. ``data_root`` follows the one data-root rule of
+:func:`anncore.data.root.resolve_data_root`.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import UnionType
@@ -19,6 +21,7 @@ import yaml
 
 from anncore.attention import ATTN_IMPLEMENTATIONS
 from anncore.backbone import BACKBONES
+from anncore.data.labels import NUM_CLASSES
 from anncore.data.root import SYNTHETIC, resolve_data_root, synthetic_set_of
 from anncore.errors import BadInput
 from anncore.model import HEADS
@@ -36,7 +39,7 @@ class TrainConfig:
     """Everything a training run depends on; the defaults are the official Cityscapes recipe where one applies.
 
     Build it directly, from a YAML mapping (:func:`load_config`) or from the command line (:func:`main`); every
-    field is checked on construction (type, then range), and errors name the field.
+    field is checked on construction (type and finiteness, then range), and errors name the field.
     """
 
     data_root: str = _opt(
@@ -121,6 +124,11 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be two positive sizes, got {getattr(self, name)}")
         if self.class_weights is not None and not all(w > 0 for w in self.class_weights):
             raise ConfigError(f"class_weights must all be > 0, got {self.class_weights}")
+        if self.class_weights is not None and len(self.class_weights) != NUM_CLASSES:
+            raise ConfigError(
+                f"class_weights has {len(self.class_weights)} entries, expected {NUM_CLASSES} (one per Cityscapes "
+                "train class, in train-id order)"
+            )
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ConfigError(f"scale_range must be LOW HIGH with 0 < LOW <= HIGH, got {self.scale_range}")
         if not 0.0 < self.ohem_thresh <= 1.0 or self.ohem_min_kept < 1:
@@ -169,6 +177,16 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"{name} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return finite(name, value) if hint is float else value
+
+
+def finite(name: str, value: float) -> float:
+    """``value`` if it is a finite number, else a :class:`ConfigError` naming ``name`` (a field, or a flag such as
+    ``--scales``) and the value. The one check for NaN and infinities of every float a user types (config fields,
+    their flags and YAML keys, other commands' float options): range checks let them through (``nan <= 0`` is
+    false), and they would surface much later, far from the setting (a non-finite loss, say)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
     return value
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from anncore.config import finite
 from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, denormalize, train_id_to_label_id
 from anncore.errors import BadInput
 from anncore.files import write_json
@@ -50,6 +51,8 @@ class InferenceConfig:
     stride: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        for scale in self.scales:
+            finite("scales", scale)
         if not self.scales or any(s <= 0 for s in self.scales):
             raise BadInput(f"scales must be positive numbers, got {self.scales}")
         if self.crop is not None and (len(self.crop) != 2 or min(self.crop) <= 0):

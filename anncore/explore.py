@@ -27,6 +27,8 @@ from anncore.errors import BadInput, MissingInput
 def photo_samples(paths: Sequence[str | Path], max_side: int = 2048) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(image, label)`` pairs of photos for the explorer: ImageNet-normalised RGB, the longer side at most
     ``max_side`` pixels (Cityscapes frames are 2048 wide), and a label of ignored pixels (a photo has none)."""
+    if not isinstance(max_side, int) or isinstance(max_side, bool) or max_side < 1:
+        raise BadInput(f"--max-side must be a number of pixels >= 1, got {max_side!r}")
     samples = []
     for path in map(Path, paths):
         if not path.is_file():
@@ -53,6 +55,22 @@ def query_cells(size: tuple[int, int], per_side: int = 2) -> list[tuple[int, int
             for i in range(per_side) for j in range(per_side)]  # fmt: skip
 
 
+#: The largest ``--cells`` accepted unless ``max_cells`` (``--max-cells``) says otherwise: ``N x N`` figures per block
+#: and photo, each about a second to draw, so 16 is already 512 figures for one photo of the two-block ANN.
+MAX_CELLS = 16
+
+
+def check_cells(per_side: int, max_cells: int = MAX_CELLS) -> None:
+    """Refuse, before any work, a ``per_side`` (``--cells``) that is not a positive int or is above ``max_cells``."""
+    if not isinstance(per_side, int) or isinstance(per_side, bool) or per_side < 1:
+        raise BadInput(f"--cells must be a number of query cells per side >= 1, got {per_side!r}")
+    if per_side > max_cells:
+        raise BadInput(
+            f"--cells {per_side} would draw {per_side * per_side} figures per block and photo (about a second "
+            f"each); at most --max-cells {max_cells} are drawn unless you raise it (--max-cells {per_side})"
+        )
+
+
 def explore_photos(
     checkpoint: str | Path,
     photos: Sequence[str | Path],
@@ -60,15 +78,21 @@ def explore_photos(
     per_side: int = 2,
     device: str = "auto",
     max_side: int = 2048,
+    max_cells: int = MAX_CELLS,
 ) -> list[Path]:
     """Write the explorer's figure for ``per_side``^2 query cells of every block of every photo into ``out``;
-    returns the files (``{photo}_{block}_{row}_{col}.png``)."""
+    returns the files (``{photo}_{block}_{row}_{col}.png``).
+
+    ``per_side`` must be in ``[1, max_cells]`` (:func:`check_cells`, before the model is loaded) and at most the
+    side of every block's query grid (checked for each photo before its figures are drawn: more cells than grid
+    rows or columns would repeat cells)."""
     from matplotlib.figure import Figure
 
     from anncore.env import pick_device
     from anncore.model import load_model
     from anncore.widgets import AttentionExplorer
 
+    check_cells(per_side, max_cells)
     model = load_model(checkpoint, map_location=pick_device(device))
     samples = photo_samples(photos, max_side)
     explorer = AttentionExplorer(model, samples, indices=range(len(samples)), names=[Path(p).stem for p in photos])
@@ -77,6 +101,13 @@ def explore_photos(
     written = []
     for index, photo in enumerate(photos):
         explorer.select(image=index)
+        for block, captured in explorer.capture.blocks.items():
+            if per_side > min(captured.query_size):
+                h, w = captured.query_size
+                raise BadInput(
+                    f"--cells {per_side}: the {block} query grid of {photo} is {h}x{w}, so at most --cells "
+                    f"{min(h, w)} (more would repeat cells)"
+                )
         for block, captured in explorer.capture.blocks.items():
             for cell in query_cells(captured.query_size, per_side):
                 explorer.select(block=block, cell=cell)

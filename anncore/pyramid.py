@@ -88,6 +88,10 @@ def effective_attention(
     Returns:
         ``(..., height*width)`` weights ``w_p = sum_j a_j / |cell_j|``; each row sums to one like the anchors do,
         and ``w @ V_pixels`` equals the block's context ``a @ pyramid_pool(V)``.
+
+    The rows (second-last dim) are queries of the ``height x width`` map itself (APNB's queries are its pixels;
+    AFNB's high level has the low level's size), all of them or a chosen few: more rows than ``height*width`` is
+    refused, as the sign of a wrong ``height, width`` (a block's ``(B, 64, S)`` of an 8x8 map given as 5x7).
     """
     expected = num_anchors(pool_sizes)
     if anchor_weights.shape[-1] != expected:
@@ -96,4 +100,10 @@ def effective_attention(
             f"{tuple(pool_sizes)} give {expected}"
         )
     pool = pooling_matrix(height, width, pool_sizes, dtype=anchor_weights.dtype, device=anchor_weights.device)
+    queries = anchor_weights.shape[-2] if anchor_weights.dim() >= 2 else 1
+    if queries > height * width:
+        raise ValueError(
+            f"anchor_weights has {queries} query rows but a {height}x{width} map has only {height * width} pixels: "
+            "height and width must be those of the sampled feature map (a whole map's rows number height*width)"
+        )
     return anchor_weights @ pool

@@ -24,6 +24,14 @@ scheduler, gradient scaler, iteration and the RNG states of every process are ch
 moment (even ``kill -9``) and resumed with ``--resume`` reaches bitwise the same weights as an uninterrupted run on
 the same machine and device (tested on CPU).
 
+**Interrupts and preemption.** Ctrl-C (SIGINT) and SIGTERM (what SLURM, Kubernetes and cloud preemption send before
+SIGKILL) stop a run the same way: one arriving during an iteration's step is held back until that step is done (a
+half-done update would be no state to resume from), then the DataLoader workers are stopped, a checkpoint of the
+iterations completed is written (one process; under DDP the last periodic checkpoint stands, a collective write
+could not be agreed on mid-run) and one line says ``interrupted at iteration i of n by SIGTERM: ... --resume
+continues from it``. The exit status is the shell's for that signal: 130 for SIGINT, 143 for SIGTERM (128 + the
+signal's number). Resumed, such a run reaches bitwise the weights of an uninterrupted one, like after ``kill -9``.
+
 **Precision.** ``--amp``: bf16 autocast on CUDA (fp16 with a gradient scaler on GPUs without bf16), fp16 on MPS, and
 bf16 on CPU (only when asked: CPU bf16 autocast is slower than fp32 on many CPUs). Losses are computed in fp32.
 
@@ -39,11 +47,13 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -60,11 +70,11 @@ from tqdm import tqdm
 from anncore.attention import SDPA_BACKENDS, available_sdpa_backends
 from anncore.checkpoint import (
     capture_rng_state,
+    interrupts_held_back,
     load_checkpoint,
     non_finite,
     restore_rng_state,
     save_checkpoint,
-    sigint_held_back,
 )
 from anncore.config import (
     RESUME_MAY_CHANGE,
@@ -183,7 +193,46 @@ def sync_batchnorm(model: nn.Module, world_size: int, device: torch.device) -> t
 
 # -------------------------------------------------------------------------------------------------------- training
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; the message says which checkpoint holds the work done (``--resume`` continues)."""
+    """Ctrl-C or SIGTERM during training; the message says which checkpoint holds the work done (``--resume``
+    continues), ``signum`` which signal it was (the exit status is ``128 + signum``)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class Preempted(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread while :func:`train` runs, as Python raises ``KeyboardInterrupt`` for
+    Ctrl-C, so that both stop a run the same way (module docstring)."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_preempted(signum: int, frame: object) -> None:
+    raise Preempted(f"signal {signal.Signals(signum).name}")
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Run the body with SIGTERM raising :class:`Preempted` instead of ending the process on the spot; the handler
+    in place before is restored after. Only the main thread can install signal handlers; elsewhere (a run started
+    in a thread) SIGTERM keeps its handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_preempted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _worker_stops_on_sigterm(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a SIGTERM sent to the whole process group (SLURM does) makes a worker end as
+    PyTorch's workers end on Ctrl-C (a ``KeyboardInterrupt`` their loop takes as the order to stop, exit status 0),
+    not die of the signal, which the main process would report as a crashed worker instead of the preemption. (Under
+    the default fork start method the workers inherit this from :func:`sigterm_raises` anyway; spawned ones need it.)"""
+    signal.signal(signal.SIGTERM, _raise_preempted)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -256,7 +305,9 @@ def validate(
     ctx = ctx or _Dist()
     shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
     # Own generator: creating the loader must not draw from the global RNG (exact resume).
-    loader = DataLoader(shard, batch_size=1, num_workers=workers, generator=torch.Generator())
+    loader = DataLoader(
+        shard, batch_size=1, num_workers=workers, generator=torch.Generator(), worker_init_fn=_worker_stops_on_sigterm
+    )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     logits = model_logits(model.eval())
 
@@ -406,6 +457,7 @@ class _Run:
             num_workers=config.workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),  # creating the iterator must not draw from the global RNG
+            worker_init_fn=_worker_stops_on_sigterm,
         )
 
     def step(self, done: int, images: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
@@ -474,7 +526,7 @@ class _Run:
                 f"non-finite values in {', '.join(poisoned[:5])} at iteration {done} (the run diverged): not writing "
                 f"a poisoned checkpoint; {kept}; continue with --resume and a lower --lr"
             )
-        with sigint_held_back():  # a Ctrl-C now lands after last_saved names what is on disk
+        with interrupts_held_back():  # a Ctrl-C or SIGTERM now lands after last_saved names what is on disk
             if self.ctx.main:
                 self.progress["wall_time_s"] = self.wall_before + time.perf_counter() - self.started
                 state = {
@@ -490,6 +542,24 @@ class _Run:
                 }
                 save_checkpoint(state, self.checkpoint_path)
             self.last_saved = done
+
+    def interrupted(self, completed: int, signum: int) -> TrainingInterrupted:
+        """After a Ctrl-C or SIGTERM between steps: a checkpoint of the ``completed`` iterations unless one holds them
+        already (or under DDP, module docstring), and the error that says where the work is."""
+        if self.ctx.world_size == 1 and completed > 0 and completed != self.last_saved:
+            try:
+                self.save(completed)
+            except KeyboardInterrupt:  # a second signal, held back until the checkpoint was whole: stopping anyway
+                pass
+        kept = (
+            "no checkpoint was written yet"
+            if self.last_saved is None
+            else f"{self.checkpoint_path} holds iteration {self.last_saved}; --resume continues from it"
+        )
+        name = signal.Signals(signum).name
+        return TrainingInterrupted(
+            f"interrupted at iteration {completed} of {self.config.iters} by {name}: {kept}", signum
+        )
 
     def metrics(self) -> dict[str, Any]:
         """What ``OUT/metrics.json`` holds (module docstring)."""
@@ -520,6 +590,14 @@ class _Run:
         }
 
 
+def _stop_workers(batches: Iterator[Any] | None) -> None:
+    """Stop the DataLoader workers of ``batches`` now (PyTorch's own shutdown: workers told to stop, joined), not
+    whenever the iterator is garbage-collected; nothing for ``workers=0`` or an iterator already shut down."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 def _read_metrics(path: Path) -> dict[str, Any] | None:
     """``OUT/metrics.json`` of a finished run, or ``None`` when it is missing or unreadable (cut short: the run then
     validates again and rewrites it)."""
@@ -542,21 +620,26 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, A
     )
     run.net.train()
     tick = time.perf_counter()
-    done = run.start
+    done = completed = run.start
+    batches: Iterator[Any] | None = None
     try:
-        for iteration, (images, masks) in enumerate(run.loader(), start=run.start):
+        batches = iter(run.loader())
+        for iteration, (images, masks) in enumerate(batches, start=run.start):
             done = iteration + 1
-            record = run.step(done, images, masks)
-            seconds = time.perf_counter() - tick  # data wait included: end-to-end throughput
-            run.train_seconds += seconds
-            run.images_seen += config.batch_size
-            record["images_per_s"] = config.batch_size / seconds
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}"
-            )
-            if done % config.log_every == 0 or done == config.iters:
-                run.log.write({"kind": "train", "iter": done, **record, "time_s": time.perf_counter() - run.started})
+            with interrupts_held_back():  # a Ctrl-C or SIGTERM lands once the step is done and logged
+                record = run.step(done, images, masks)
+                seconds = time.perf_counter() - tick  # data wait included: end-to-end throughput
+                run.train_seconds += seconds
+                run.images_seen += config.batch_size
+                record["images_per_s"] = config.batch_size / seconds
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}"
+                )
+                if done % config.log_every == 0 or done == config.iters:
+                    record["time_s"] = time.perf_counter() - run.started
+                    run.log.write({"kind": "train", "iter": done, **record})
+                completed = done
             save = (config.checkpoint_every and done % config.checkpoint_every == 0) or done == config.iters
             if save:
                 run.save(done)  # before validating: a validation file that fails to load costs no training
@@ -565,17 +648,15 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, A
                 if save:
                     run.save(done)  # again, with this validation in its progress
             tick = time.perf_counter()  # validation and checkpoints are not training time
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Preempted), between two steps
+        _stop_workers(batches)
         bar.close()
-        kept = (
-            "no checkpoint was written yet"
-            if run.last_saved is None
-            else f"{run.checkpoint_path} holds iteration {run.last_saved}; --resume continues from it"
-        )
-        raise TrainingInterrupted(f"interrupted at iteration {done} of {config.iters}: {kept}") from None
+        raise run.interrupted(completed, getattr(err, "signum", signal.SIGINT)) from None
     except BaseException:
         bar.close()  # so that the error is printed on a line of its own, not at the end of the bar
         raise
+    finally:
+        _stop_workers(batches)
     bar.close()
     if done >= config.iters and (run.progress["last_val"] or {}).get("iter") != config.iters:
         run.validate(done, bar)  # a run stopped between its final checkpoint and its final validation
@@ -592,12 +673,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     Raises:
         NonFiniteLossError: the loss was NaN/inf at some iteration (named in the message); nothing was updated
             with it and ``OUT/checkpoint.pt`` still holds the last good state.
+        TrainingInterrupted: Ctrl-C or SIGTERM during the iterations; ``OUT/checkpoint.pt`` holds those completed
+            (module docstring). One before the first iteration or after the last raises ``KeyboardInterrupt``
+            (:class:`Preempted` for SIGTERM): there was nothing to save.
     """
     if config.threads:
         torch.set_num_threads(config.threads)
     ctx, device = _init_distributed(config.device)
     try:
-        with output_lock(config.out) if ctx.main else nullcontext():
+        with sigterm_raises(), output_lock(config.out) if ctx.main else nullcontext():
             return _train(config, ctx, device)
     finally:
         if ctx.world_size > 1:
@@ -609,12 +693,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m anncore train`` (module docstring); returns the exit status. A user's mistake propagates to
     :func:`anncore.__main__.main`, which prints it as one line (exit 2)."""
     args = vars(build_parser().parse_args(argv))
+    config = load_config(args.pop("config", None), **args)
     try:
-        train(load_config(args.pop("config", None), **args))
+        train(config)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except TrainingInterrupted as err:
         print(f"{err}", file=sys.stderr)
-        return 130  # the shell's status for SIGINT
+        return 128 + err.signum  # the shell's status for that signal: 130 SIGINT, 143 SIGTERM
+    except KeyboardInterrupt as err:  # setting up, or the final validation of a resumed run: no iteration was lost
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(
+            f"interrupted by {signal.Signals(signum).name} outside the training iterations: no training was lost; "
+            f"--resume continues from {Path(config.out) / 'checkpoint.pt'} if there is one",
+            file=sys.stderr,
+        )
+        return 128 + signum
     return 0

@@ -8,8 +8,10 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from anncore import AFNB, APNB, NonLocal2d, effective_attention
 from anncore.__main__ import main
@@ -56,6 +58,11 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (corrupt / MANIFEST).unlink()  # as real data: train checks small real sets before training, not its own set
     (root / "bad_params").mkdir()
     (root / "bad_params" / "00_setup.yaml").write_text("SEED: [1, 2\n")
+    (root / "nan_lr.yaml").write_text(RECIPE + "lr: .nan\n")
+    (root / "inf_momentum.yaml").write_text(RECIPE + "momentum: .inf\n")
+    (root / "two_weights.yaml").write_text(RECIPE + "class_weights: [1.0, 2.0]\n")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)).save(root / "photo.png")  # an 8x16 grid
     return {"root": root, "good": good}
 
 
@@ -102,6 +109,55 @@ CLI_CASES = [
     ("unknown split", ["check-data", "--data-root", "{root}/corrupt", "--splits", "valid"], "split must be one of"),
     ("course params YAML syntax", ["course", "--params", "{root}/bad_params", "--only", "00"],
      "00_setup.yaml: not valid YAML"),
+    # every float a user types is finite (nan <= 0 is false: range checks alone let NaN through)
+    ("--lr nan", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/f", "--lr", "nan"],
+     "lr must be a finite number, got nan"),
+    ("--lr inf", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/f", "--lr", "inf"],
+     "lr must be a finite number, got inf"),
+    ("--lr=-inf", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/f", "--lr=-inf"],
+     "lr must be a finite number, got -inf"),
+    ("--weight-decay nan", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/f", "--weight-decay", "nan"],
+     "weight_decay must be a finite number, got nan"),
+    ("--momentum inf", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/f", "--momentum", "inf"],
+     "momentum must be a finite number, got inf"),
+    ("--poly-power nan", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/f", "--poly-power", "nan"],
+     "poly_power must be a finite number, got nan"),
+    ("--aux-weight inf", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/f", "--aux-weight", "inf"],
+     "aux_weight must be a finite number, got inf"),
+    ("--scale-range nan", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/f", "--scale-range", "nan",
+     "1"], "scale_range[0] must be a finite number, got nan"),
+    ("--class-weights inf", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/f", "--class-weights",
+     *["1"] * 18, "inf"], "class_weights[18] must be a finite number, got inf"),
+    ("lr: .nan in YAML", ["train", "--config", "{root}/nan_lr.yaml", "--out", "{root}/f"],
+     "lr must be a finite number, got nan"),
+    ("momentum: .inf in YAML", ["train", "--config", "{root}/inf_momentum.yaml", "--out", "{root}/f"],
+     "momentum must be a finite number, got inf"),
+    ("evaluate --scales nan", ["evaluate", "--checkpoint", "{good}", "--out", "{root}/e", "--scales", "1", "nan"],
+     "scales must be a finite number, got nan"),
+    ("evaluate --scales inf", ["evaluate", "--checkpoint", "{good}", "--out", "{root}/e", "--scales", "inf"],
+     "scales must be a finite number, got inf"),
+    ("gpu-check --budget-s nan", ["gpu-check", "--out", "{root}/g", "--dry-run", "--budget-s", "nan"],
+     "--budget-s must be a positive number of seconds, got nan"),
+    # cross-field rules, before any work
+    ("--class-weights too few", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/f", "--class-weights",
+     "1", "2", "3"], "class_weights has 3 entries, expected 19"),
+    ("class_weights too few in YAML", ["train", "--config", "{root}/two_weights.yaml", "--out", "{root}/f"],
+     "class_weights has 2 entries, expected 19"),
+    ("explore --cells 0", ["explore", "--checkpoint", "{good}", "{root}/photo.png", "--out", "{root}/x", "--cells",
+     "0"], "--cells must be a number of query cells per side >= 1, got 0"),
+    ("explore --cells -1", ["explore", "--checkpoint", "{good}", "{root}/photo.png", "--out", "{root}/x", "--cells",
+     "-1"], "got -1"),
+    ("explore --cells above the cap", ["explore", "--checkpoint", "{good}", "{root}/photo.png", "--out", "{root}/x",
+     "--cells", "1000"], "--cells 1000 would draw 1000000 figures per block and photo"),
+    ("explore --cells above the grid", ["explore", "--checkpoint", "{good}", "{root}/photo.png", "--out", "{root}/x",
+     "--cells", "9", "--max-cells", "9"], "photo.png is 8x16, so at most --cells 8"),
+    ("explore --max-side 0", ["explore", "--checkpoint", "{good}", "{root}/photo.png", "--out", "{root}/x",
+     "--max-side", "0"], "--max-side must be a number of pixels >= 1, got 0"),
+    # large requests: refused above a bound the user can lift, with what they would cost
+    ("synth --width 100000", ["synth", "--out", "{root}/big", "--train", "1", "--val", "1", "--width", "100000"],
+     "a 256x100000 synthetic image takes about 2.4 GiB of memory"),
+    ("synth --height 100000", ["synth", "--out", "{root}/big", "--train", "1", "--val", "1", "--height", "100000",
+     "--max-side", "50000"], "sides above 50000 are refused unless you raise the bound"),
 ]  # fmt: skip
 
 
@@ -124,6 +180,10 @@ def test_cli_bad_input_is_one_line(files, argv, message, capsys):
         (lambda: APNB(0, 8), "in_channels must be a positive int, got 0"),
         (lambda: NonLocal2d(8, 8, key_channels=0), "key_channels must be a positive int"),
         (lambda: AFNB(8, 16, 16, value_channels=-2), "value_channels must be a positive int, got -2"),
+        (lambda: effective_attention(torch.rand(1, 64, 110), 5, 7), "64 query rows but a 5x7 map has only 35 pixels"),
+        (lambda: APNB(8, 8, 4, 4)(torch.ones(1, 8, 4, 4, dtype=torch.int64)), "APNB input x must be a float.*int64"),
+        (lambda: NonLocal2d(8, 8, 4, 4)(torch.ones(1, 8, 4, 4, dtype=torch.uint8)), "NonLocal2d input x .*uint8"),
+        (lambda: AFNB(8, 8, 8)(torch.rand(1, 8, 4, 4), torch.ones(1, 8, 4, 4, dtype=torch.int32)), "AFNB .*int32"),
     ],
 )
 def test_blocks_refuse_empty_channels_and_inputs(build, message):

@@ -5,8 +5,10 @@ validation file that only fails after the last iteration (the final checkpoint i
 finishes the run without training again), corrupt data found up front (every bad file listed at once) or in a
 DataLoader worker (still one line naming the file), library bugs (they keep their traceback, and ``--debug`` shows
 it for a user's error too), ``--pretrained imagenet`` without network, Ctrl-C in the course (a summary of what ran is
-written) and a read-only ``--out``. Every fault is simulated in-process (patched ``open``/``write_text``, a held
-lock, truncated PNGs, a fake papermill), so nothing touches the network or starts a Jupyter kernel."""
+written), a read-only ``--out`` and SIGTERM in training (preemption: a checkpoint of the iterations done, one line,
+exit 143, workers stopped, and the resumed run equals an uninterrupted one bitwise). Every fault but the real SIGTERM
+to a training process group is simulated in-process (patched ``open``/``write_text``, a held lock, truncated PNGs, a
+fake papermill, a signal to this process), so nothing touches the network or starts a Jupyter kernel."""
 
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ import errno
 import gc
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
 from pathlib import Path
 
@@ -393,3 +399,118 @@ def test_a_lock_file_removed_between_open_and_lock_is_not_trusted(tmp_path, monk
         monkeypatch.setattr(fcntl, "flock", real_flock)
         with pytest.raises(OutputInUse), output_lock(out):
             pass
+
+
+# ------------------------------------------------------------------------------------------- SIGTERM, preemption
+REPO = Path(__file__).resolve().parents[1]
+#: The runs of the SIGTERM tests: no periodic checkpoint and one validation at the end, so any checkpoint before the
+#: end is the one the interruption wrote.
+PREEMPTED = dict(iters=40, checkpoint_every=0, val_every=0, log_every=1, seed=3)
+
+
+def flags(**settings: object) -> list[str]:
+    """TrainConfig fields as ``python -m anncore train`` flags."""
+    out: list[str] = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        else:
+            out += [flag, *map(str, value if isinstance(value, list) else [value])]
+    return out
+
+
+@pytest.fixture(scope="module")
+def preemption_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_cityscapes(tmp_path_factory.mktemp("preempt") / "data", train=4, val=2, height=64, width=128)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(preemption_set: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The checkpoint of the uninterrupted run the SIGTERM tests resume to (workers=0: workers change no batch)."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the SIGTERM tests' runs use one thread too: CPU training is bitwise at fixed threads
+    try:
+        train(load_config(None, data_root=str(preemption_set), out=str(out), **PREEMPTED, **TINY))
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Runs ``a`` and ``b`` ended with bitwise the same weights, optimiser state and mIoU, and ``b``'s log has each
+    training iteration once."""
+    x, y = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
+    assert x["iteration"] == y["iteration"] == PREEMPTED["iters"]
+    assert x["model"].keys() == y["model"].keys()
+    unequal = [key for key, value in x["model"].items() if not torch.equal(value, y["model"][key])]
+    assert unequal == [], unequal
+    for s, t in zip(x["optimizer"]["state"].values(), y["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(s[k], t[k]) for k in s), s.keys()
+    miou = [json.loads((run / "metrics.json").read_text())["final_miou"] for run in (a, b)]
+    assert miou[0] == miou[1], miou
+    records = [json.loads(line) for line in (b / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if r["kind"] == "train"] == list(range(1, PREEMPTED["iters"] + 1))
+
+
+def test_sigterm_during_a_step_checkpoints_that_iteration_and_exits_143(
+    preemption_set, uninterrupted, tmp_path, monkeypatch, capsys
+):
+    """SIGTERM to this process while iteration 3 steps: the step (a half-done update is no state) and its log record
+    finish, then a checkpoint of 3 iterations is written, one line says so, the status is 143 and SIGTERM's handler
+    is the one from before; --resume then ends where the uninterrupted run did, bitwise."""
+    real_step = anncore.train._Run.step
+
+    def step_with_sigterm(self, done, images, masks):
+        if done == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # mid-step, as a scheduler's signal comes
+        return real_step(self, done, images, masks)
+
+    monkeypatch.setattr(anncore.train._Run, "step", step_with_sigterm)
+    handler = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    argv = ["train", *flags(data_root=preemption_set, out=out, **PREEMPTED, **TINY)]
+    assert main(argv) == 143
+    line = one_line(capsys.readouterr().err)
+    assert line == (
+        f"interrupted at iteration 3 of {PREEMPTED['iters']} by SIGTERM: {out / 'checkpoint.pt'} holds iteration 3; "
+        "--resume continues from it"
+    ), line
+    assert signal.getsignal(signal.SIGTERM) == handler
+    assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 3 and not (out / "metrics.json").exists()
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0
+    assert_same_run(uninterrupted, out)
+
+
+def test_sigterm_to_the_process_group_stops_workers_and_resumes_bitwise(preemption_set, uninterrupted, tmp_path):
+    """A real SIGTERM to the process group of ``python -m anncore train`` with a DataLoader worker (what SLURM sends
+    every process of a job it preempts): exit 143 with the one line, no process of the group left behind, a
+    checkpoint of every iteration logged, and ``--resume`` reaches the uninterrupted run's weights bitwise."""
+    out = tmp_path / "run"
+    settings = {**PREEMPTED, **TINY, "workers": 1}
+    command = [sys.executable, "-m", "anncore", "train", *flags(data_root=preemption_set, out=out, **settings)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    log = out / "log.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and log.read_text().count('"train"') >= 3:
+            break
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("interrupted at iteration ") and "by SIGTERM" in line, err
+    assert line.endswith("; --resume continues from it"), err
+    with pytest.raises(ProcessLookupError):  # the worker too is gone, not left to notice its parent died
+        os.killpg(proc.pid, 0)
+    killed_at = load_checkpoint(out / "checkpoint.pt")["iteration"]
+    logged = [json.loads(line)["iter"] for line in log.read_text().splitlines() if '"train"' in line]
+    assert 3 <= killed_at < PREEMPTED["iters"] and logged[-1] == killed_at, (killed_at, logged)
+    assert f"interrupted at iteration {killed_at} of" in line
+    train(load_config(None, data_root=str(preemption_set), out=str(out), resume=True, **settings))
+    assert_same_run(uninterrupted, out)
