@@ -160,10 +160,12 @@ def _explore(args: argparse.Namespace) -> int:
 
 
 def _exercises(args: argparse.Namespace) -> int:
-    from anncore.exercises import write_student_copies
+    from anncore.exercises import write_exercise_copies
 
-    written = write_student_copies(args.notebooks, args.out)
-    print(f"{len(written)} student copies (solutions removed, outputs cleared) in {args.out}")
+    written, kept = write_exercise_copies(args.notebooks, args.out)
+    print(f"{len(written)} blank copies of the notebooks to work the exercises in, in {args.out}")
+    if kept:
+        print(f"{len(kept)} kept as they were (your work; delete a file to get a blank one): {kept[0].name}, ...")
     return 0
 
 
@@ -320,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     explore.set_defaults(run=_explore)
 
-    exercises = commands.add_parser("exercises", help="student copies of the notebooks: solutions removed")
+    exercises = commands.add_parser(
+        "exercises", help="copies of the notebooks, outputs cleared, to work the exercises in (yours are kept)"
+    )
     exercises.add_argument("--notebooks", default="notebooks", help="folder of NN_slug.ipynb notebooks")
     exercises.add_argument("--out", default="exercises", help="folder for the copies (git-ignored: exercises/)")
     exercises.set_defaults(run=_exercises)
