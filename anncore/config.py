@@ -25,6 +25,7 @@ from anncore.data.labels import NUM_CLASSES
 from anncore.data.root import SYNTHETIC, resolve_data_root, synthetic_set_of
 from anncore.errors import BadInput
 from anncore.model import HEADS
+from anncore.pyramid import check_pool_sizes
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 
@@ -57,6 +58,9 @@ class TrainConfig:
     photometric: bool = _opt(True, "photometric jitter in the training augmentation (slow on CPU)")
     backbone: str = _opt("resnet101", f"one of {BACKBONES}", choices=BACKBONES)
     head: str = _opt("ann", f"one of {HEADS}", choices=HEADS)
+    pool_sizes: list[int] | None = _opt(
+        None, "pyramid levels of APNB and AFNB, e.g. 1 2 3 6 (default: the paper's 1 3 6 8, S = 110 anchors)"
+    )
     pretrained: str | None = _opt(None, "backbone weights: none, imagenet (torchvision download) or a checkpoint path")
     attn_implementation: str = _opt(
         "auto",
@@ -122,6 +126,11 @@ class TrainConfig:
         for name in ("crop", "synthetic_size", "synthetic_scenes"):
             if min(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be two positive sizes, got {getattr(self, name)}")
+        if self.pool_sizes is not None:
+            try:
+                check_pool_sizes(self.pool_sizes)
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
         if self.class_weights is not None and not all(w > 0 for w in self.class_weights):
             raise ConfigError(f"class_weights must all be > 0, got {self.class_weights}")
         if self.class_weights is not None and len(self.class_weights) != NUM_CLASSES:

@@ -22,6 +22,7 @@ that on the small CPU backbone.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from anncore.backbone import UntrainedBackboneWarning, build_backbone
 from anncore.blocks import AFNB, APNB, NonLocal2d
 from anncore.checkpoint import check_finite, load_checkpoint
 from anncore.errors import BadInput, MissingInput
+from anncore.pyramid import DEFAULT_POOL_SIZES
 
 HEADS: tuple[str, ...] = ("ann", "fcn", "nl", "apnb")
 DROPOUT = 0.05  # official: every Dropout2d in the head and the auxiliary head
@@ -86,6 +88,7 @@ class ContextHead(nn.Module):
         widths: HeadWidths,
         num_classes: int,
         attn_implementation: AttnImplementation = "auto",
+        pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES,
     ) -> None:
         super().__init__()
         if head not in HEADS:
@@ -94,15 +97,13 @@ class ContextHead(nn.Module):
         ctx = widths.context
         impl = attn_implementation
         self.afnb = (
-            AFNB(
-                low_channels, high_channels, high_channels, widths.key, widths.value, DROPOUT, attn_implementation=impl
-            )
+            AFNB(low_channels, high_channels, high_channels, widths.key, widths.value, DROPOUT, pool_sizes, impl)
             if head == "ann"
             else None
         )
         self.bottleneck = _conv3x3_bn_relu(high_channels, ctx)
         self.apnb = (
-            APNB(ctx, ctx, widths.key, widths.value, DROPOUT, attn_implementation=impl)
+            APNB(ctx, ctx, widths.key, widths.value, DROPOUT, pool_sizes, attn_implementation=impl)
             if head in ("ann", "apnb")
             else None
         )
@@ -153,6 +154,8 @@ class ANN(nn.Module):
             mmsegmentation's 512x1024 models: ``False``).
         input_norm: the input the weights expect (:data:`INPUT_NORMS`); the model converts the ImageNet-normalised
             RGB tensors every tool here feeds it (:func:`to_model_input`).
+        pool_sizes: the pyramid of APNB and AFNB (paper Sec. 3.2; official ``PSPModule(sizes=(1, 3, 6, 8))``,
+            S = 110 anchors); a design choice notebook 10 varies.
 
     ``model(images)`` returns a dict of logits at the input size: ``{"out", "aux"}`` in training mode (``aux`` only
     when the model has the auxiliary head) and ``{"out"}`` in eval mode, where the auxiliary head, which only feeds
@@ -172,6 +175,7 @@ class ANN(nn.Module):
         aux_width: int | None = None,
         align_corners: bool = True,
         input_norm: str = "imagenet",
+        pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES,
     ) -> None:
         super().__init__()  # names are checked where they are used: build_backbone, the head, the blocks
         check_attn_implementation(attn_implementation)  # here too: the fcn head has no block to check it
@@ -182,9 +186,10 @@ class ANN(nn.Module):
         aux_width = widths.aux if aux_width is None else aux_width
         self.config = {"num_classes": num_classes, "backbone": backbone, "head": head,
                        "attn_implementation": attn_implementation, "aux": aux, "stem": stem, "aux_width": aux_width,
-                       "align_corners": align_corners, "input_norm": input_norm}  # fmt: skip
+                       "align_corners": align_corners, "input_norm": input_norm,
+                       "pool_sizes": list(pool_sizes)}  # fmt: skip
         low, high = self.backbone.low_channels, self.backbone.high_channels
-        self.head = ContextHead(head, low, high, widths, num_classes, attn_implementation)
+        self.head = ContextHead(head, low, high, widths, num_classes, attn_implementation, pool_sizes)
         self.aux_head = _aux_head(low, aux_width, num_classes) if aux else None
         self.align_corners, self.input_norm = align_corners, input_norm
 

@@ -92,6 +92,7 @@ from anncore.evaluate import confusion_over, model_logits
 from anncore.files import json_safe, output_lock, write_json
 from anncore.losses import SegmentationLoss
 from anncore.model import ANN
+from anncore.pyramid import DEFAULT_POOL_SIZES
 from anncore.sampler import ResumableBatchSampler, SeededSamples
 
 if TYPE_CHECKING:
@@ -106,7 +107,10 @@ def build_model(config: TrainConfig, num_classes: int | None = None) -> ANN:
 
         num_classes = NUM_CLASSES
     impl = cast("AttnImplementation", config.attn_implementation)  # TrainConfig checks it is one of them
-    return ANN(num_classes, config.backbone, config.head, config.pretrained, impl, config.aux_weight > 0)
+    pool_sizes = DEFAULT_POOL_SIZES if config.pool_sizes is None else config.pool_sizes
+    return ANN(
+        num_classes, config.backbone, config.head, config.pretrained, impl, config.aux_weight > 0, pool_sizes=pool_sizes
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------- data

@@ -46,3 +46,17 @@ def test_yaml_then_flags_and_errors_naming_the_key(tmp_path):
         TrainConfig(head="psp")
     with pytest.raises(ConfigError, match="batch_size must be > 0"):
         TrainConfig(batch_size=0)
+
+
+def test_pool_sizes_from_flags_and_yaml_reach_the_model_and_bad_ones_are_refused(tmp_path):
+    from anncore.train import build_model
+
+    args = vars(build_parser().parse_args(["--backbone", "small", "--head", "apnb", "--pool-sizes", "1", "2", "3", "6"]))
+    args.pop("config")
+    assert build_model(load_config(**args)).head.apnb.attention.pool_sizes == (1, 2, 3, 6)
+    assert build_model(load_config(backbone="small")).head.apnb.attention.pool_sizes == (1, 3, 6, 8)  # the paper's
+    (tmp_path / "c.yaml").write_text("pool_sizes: [2, 4]\n")
+    assert load_config(tmp_path / "c.yaml").pool_sizes == [2, 4]
+    for bad in ([], [0, 3], [3, -1]):
+        with pytest.raises(ConfigError, match="pool_sizes must be a non-empty sequence of positive ints"):
+            TrainConfig(pool_sizes=bad)

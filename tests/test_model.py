@@ -8,6 +8,7 @@ from anncore import AFNB, APNB, NonLocal2d
 from anncore.backbone import BACKBONES
 from anncore.checkpoint import save_checkpoint
 from anncore.errors import UserError
+from anncore.data import NUM_CLASSES
 from anncore.model import ANN, HEAD_WIDTHS, HEADS, load_model
 
 
@@ -123,3 +124,24 @@ def test_bad_names_are_refused():
         ANN(19, "vgg16")
     with pytest.raises(ValueError, match="attn_implementation must be one of"):
         ANN(19, "small", "fcn", attn_implementation="fast")  # refused even by the head without a block
+
+
+def test_the_pyramid_is_an_architecture_choice_kept_by_the_checkpoint(tmp_path):
+    """``pool_sizes`` reaches both APNB and AFNB, changes S but no parameter, and survives a checkpoint; a checkpoint
+    written before the option existed (no ``pool_sizes`` in its ``model_config``) loads with the paper's pyramid."""
+    torch.manual_seed(0)
+    model = ANN(NUM_CLASSES, "small", "ann", pool_sizes=(1, 2, 3, 6)).eval()
+    assert model.head.apnb.attention.pool_sizes == (1, 2, 3, 6) == model.head.afnb.attention.pool_sizes
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in ANN(NUM_CLASSES, "small").parameters())
+    images = torch.randn(1, 3, 64, 96)
+    _, anchors = model.head.apnb(torch.randn(1, 128, 8, 12), return_attention=True)
+    assert anchors.shape[-1] == 1 + 4 + 9 + 36
+    save_checkpoint({"model": model.state_dict(), "model_config": model.config}, tmp_path / "checkpoint.pt")
+    loaded = load_model(tmp_path / "checkpoint.pt")
+    assert loaded.head.apnb.attention.pool_sizes == (1, 2, 3, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images)["out"], model(images)["out"])
+    old = {k: v for k, v in model.config.items() if k != "pool_sizes"}
+    paper = ANN(**old).eval()
+    save_checkpoint({"model": paper.state_dict(), "model_config": old}, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt").head.apnb.attention.pool_sizes == (1, 3, 6, 8)
