@@ -51,7 +51,9 @@ def test_yaml_then_flags_and_errors_naming_the_key(tmp_path):
 def test_pool_sizes_from_flags_and_yaml_reach_the_model_and_bad_ones_are_refused(tmp_path):
     from anncore.train import build_model
 
-    args = vars(build_parser().parse_args(["--backbone", "small", "--head", "apnb", "--pool-sizes", "1", "2", "3", "6"]))
+    args = vars(
+        build_parser().parse_args(["--backbone", "small", "--head", "apnb", "--pool-sizes", "1", "2", "3", "6"])
+    )
     args.pop("config")
     assert build_model(load_config(**args)).head.apnb.attention.pool_sizes == (1, 2, 3, 6)
     assert build_model(load_config(backbone="small")).head.apnb.attention.pool_sizes == (1, 3, 6, 8)  # the paper's

@@ -7,8 +7,8 @@ from torch import nn
 from anncore import AFNB, APNB, NonLocal2d
 from anncore.backbone import BACKBONES
 from anncore.checkpoint import save_checkpoint
-from anncore.errors import UserError
 from anncore.data import NUM_CLASSES
+from anncore.errors import UserError
 from anncore.model import ANN, HEAD_WIDTHS, HEADS, load_model
 
 
