@@ -26,7 +26,10 @@ def _course(args: argparse.Namespace) -> int:
     from anncore.course import CourseInterrupted, run_course
 
     try:
-        rows = run_course(Path(args.notebooks), Path(args.params), Path(args.out), args.in_place, args.only)
+        rows = run_course(
+            Path(args.notebooks), Path(args.params), Path(args.out), args.in_place, args.only, args.keep_going,
+            args.cell_timeout,
+        )  # fmt: skip
     except CourseInterrupted as err:
         print(err, file=sys.stderr)
         return 130  # the shell's status for SIGINT
@@ -214,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     course.add_argument("--only", nargs="+", metavar="NN", help="run only notebooks whose name starts with these")
     course.add_argument(
         "--in-place", action="store_true", help="re-execute the committed notebooks (default parameters) in place"
+    )
+    course.add_argument(
+        "--keep-going", action="store_true",
+        help="after a notebook fails, run the rest anyway (default: stop, listing them as skipped)",
+    )  # fmt: skip
+    course.add_argument(
+        "--cell-timeout", type=int, metavar="S", help="fail a notebook whose cell runs longer than S seconds"
     )
     course.set_defaults(run=_course)
 
