@@ -23,7 +23,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from anncore.env import pick_device
 from anncore.errors import BadInput
 from anncore.files import utc_stamp, write_json
 from anncore.model import ANN, load_model
+from anncore.progress import Progress
 from anncore.train import clear_run, train
 
 #: The heads in the order of the comparison: no context, full non-local, pyramid non-local, the full network.
@@ -161,7 +162,8 @@ def run_ablation(
     (:func:`write_ablation` stores it).
 
     ``size`` is the ``(H, W)`` of the inference timing (default: the training crop). ``jobs`` > 1 trains that many
-    runs at a time in subprocesses (module docstring).
+    runs at a time in subprocesses (module docstring). Progress over the runs, with an ETA, as
+    :mod:`anncore.progress` shows it (runs in this process show their own, :func:`anncore.train.train`).
     """
     if jobs < 1:
         raise BadInput(f"jobs must be >= 1, got {jobs}")
@@ -179,12 +181,17 @@ def run_ablation(
     threads = max(1, (os.cpu_count() or 1) // jobs)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     started = time.perf_counter()
-    if jobs == 1:
-        for config in configs:
-            train(config)
-    else:
-        with ThreadPoolExecutor(jobs) as pool:
-            list(pool.map(lambda c: _train_subprocess(c, threads), configs))
+    with Progress(len(configs), "ablation", "run") as shown:
+        if jobs == 1:
+            for config in configs:
+                train(config)
+                shown.update(1, {"trained": f"{config.head} seed {config.seed}"})
+        else:
+            with ThreadPoolExecutor(jobs) as pool:
+                running = {pool.submit(_train_subprocess, c, threads): c for c in configs}
+                for future in as_completed(running):
+                    future.result()  # a failed run raises here, naming itself
+                    shown.update(1, {"trained": f"{running[future].head} seed {running[future].seed}"})
     train_wall = time.perf_counter() - started
     device = pick_device(base.device)
     with warnings.catch_warnings():

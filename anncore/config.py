@@ -99,8 +99,15 @@ class TrainConfig:
     seed: int = _opt(0, "seed of initialisation, data order and augmentation")
     val_every: int = _opt(4000, "validate every N iterations (and always at the end); 0: only at the end")
     checkpoint_every: int = _opt(1000, "checkpoint every N iterations (and always at the end); 0: only at the end")
-    log_every: int = _opt(10, "append a training record to log.jsonl every N iterations")
+    log_every: int = _opt(
+        10, "append a training record to log.jsonl, and print a progress line off a terminal, every N iterations"
+    )
     resume: bool = _opt(False, "continue the run in OUT from OUT/checkpoint.pt (a fresh start if there is none)")
+    allow_other_data: bool = _opt(
+        False,
+        "with --resume: continue even when the data differs from what the run read so far (its file-list "
+        "fingerprint); by default such a resume is refused",
+    )
 
     def __post_init__(self) -> None:
         for key, hint in _field_types().items():
@@ -199,6 +206,11 @@ def finite(name: str, value: float) -> float:
     return value
 
 
+#: Keys of a run's ``config.yaml`` that record what the run read (``data``: its data root, image counts and file-list
+#: fingerprint, :func:`anncore.data.cityscapes.data_record`) rather than set anything; :func:`load_config` skips them,
+#: so that ``--config OUT/config.yaml`` repeats a run.
+RECORDED_KEYS: tuple[str, ...] = ("data",)
+
 #: Old field name -> new one; :func:`load_config` still reads the old name (``config.yaml`` of earlier runs).
 RENAMED_KEYS = {"attention": "attn_implementation"}
 
@@ -222,6 +234,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
             raise ConfigError(f"{path}: expected a YAML mapping of TrainConfig fields, got {type(loaded).__name__}")
         values.update(loaded)
     values.update(overrides)
+    for key in RECORDED_KEYS:  # a run's config.yaml: what it read, not a setting
+        values.pop(key, None)
     for old, new in RENAMED_KEYS.items():  # files written before a field was renamed
         if old in values and new not in values:
             values[new] = values.pop(old)
@@ -239,13 +253,14 @@ def data_root_of(config: TrainConfig) -> Path:
 
 
 #: Settings a resumed run may change: where it reads and writes (``data_root``, ``out``, ``device``: the same data
-#: may have moved; it is not compared with the checkpoint's), how it runs (``workers``, ``threads``, ``amp``,
+#: may have moved; the setting is not compared with the checkpoint's, the files read are: their fingerprint must be
+#: the checkpoint's unless ``allow_other_data``), how it runs (``workers``, ``threads``, ``amp``,
 #: ``check_data``, how often it logs, validates and checkpoints), and how long and how fast it goes on (``iters``,
 #: ``lr``: the schedule follows). The model, the losses, the optimiser, the seed and the make-up of the data
 #: (``synthetic_size``, ``crop``, ...) stay those of the checkpoint.
 RESUME_MAY_CHANGE = frozenset(
     {"resume", "check_data", "workers", "data_root", "out", "device", "log_every", "val_every", "checkpoint_every",
-     "lr", "iters", "amp", "threads"}
+     "lr", "iters", "amp", "threads", "allow_other_data"}
 )  # fmt: skip
 
 

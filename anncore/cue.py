@@ -27,6 +27,7 @@ from torchvision import tv_tensors
 from anncore.data import CLASS_NAMES, val_transforms
 from anncore.data.synthetic import CUE_BOARDS, render_scene, scene_seed
 from anncore.errors import BadInput
+from anncore.progress import progress
 
 #: Classes the synthetic set decides only through the cue board, in :data:`CUE_BOARDS` order.
 VEHICLES: tuple[str, ...] = tuple(CUE_BOARDS)
@@ -93,7 +94,8 @@ def board_swap(
     """Render validation scenes ``0 .. scenes - 1`` of the synthetic set with data seed ``seed`` at ``size``
     (H, W) once with each board, predict (whole image, eval mode) and count what follows the board (module
     docstring). The scenes are those :func:`~anncore.data.synthetic.write_synthetic_cityscapes` writes as the
-    ``val`` split with the same seed, so the test runs on the frames a model was validated on."""
+    ``val`` split with the same seed, so the test runs on the frames a model was validated on. Progress, with an
+    ETA, as :mod:`anncore.progress` shows it."""
     if scenes < 1:
         raise BadInput(f"scenes must be >= 1, got {scenes}")
     height, width = (int(v) for v in size)
@@ -102,7 +104,7 @@ def board_swap(
     normalise = val_transforms()
     confusion = np.zeros((len(VEHICLES), len(VEHICLES) + 1), dtype=np.int64)
     pixels = 0
-    for index in range(scenes):
+    for index in progress(range(scenes), scenes, "board-swap test", "scene"):
         renders = [render_scene(scene_seed(seed, "val", index), height, width, cue=cue) for cue in VEHICLES]
         images = torch.stack([normalise(tv_tensors.Image(torch.from_numpy(r.image).permute(2, 0, 1))) for r in renders])
         pred = model(images.to(device))["out"].argmax(1).cpu()

@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 
 from anncore.config import finite
 from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, denormalize, train_id_to_label_id
 from anncore.errors import BadInput
 from anncore.files import write_json
 from anncore.metrics import ConfusionMatrix
+from anncore.progress import progress
 
 if TYPE_CHECKING:
     from anncore.data import CityscapesSegmentation
@@ -193,7 +193,8 @@ def evaluate(
     limit: int | None = None,
 ) -> EvaluationResult:
     """Run ``model`` over ``dataset`` (items ``(image, mask)`` as :class:`anncore.data.CityscapesSegmentation`
-    gives with validation transforms), accumulate the 19-class confusion matrix, optionally save predictions."""
+    gives with validation transforms), accumulate the 19-class confusion matrix, optionally save predictions.
+    Progress, with an ETA, as :mod:`anncore.progress` shows it (a bar on a terminal, else plain lines)."""
     if limit is not None and limit < 1:
         raise BadInput(f"limit must be a number of images >= 1 (or None for all), got {limit}")
     classes = getattr(model, "config", {}).get("num_classes", NUM_CLASSES)
@@ -205,7 +206,7 @@ def evaluate(
     model.eval().to(device)
     logits = model_logits(model)
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    images = (tuple(t.unsqueeze(0) for t in dataset[i]) for i in range(count))
+    images = ((image[None], mask[None]) for image, mask in (dataset[i] for i in range(count)))
 
     def save(index: int, image: torch.Tensor, prediction: torch.Tensor) -> None:
         if predictions_dir is not None:
@@ -214,7 +215,7 @@ def evaluate(
 
     confusion = confusion_over(
         lambda image: predict_probs(logits, image, config).argmax(1),
-        tqdm(images, total=count, desc="evaluate", unit="img", disable=None),
+        progress(images, count, "evaluate", "image"),
         device,
         after_batch=save,
     )

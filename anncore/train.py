@@ -9,13 +9,28 @@ class weights and ImageNet weights; ``params/course_model.yaml`` is the CPU reci
 
 Outputs in ``OUT`` (written by rank 0 only):
 
-* ``config.yaml``: the effective configuration;
+* ``config.yaml``: the effective configuration, and under ``data`` what the run reads: the data root (absolute),
+  the numbers of train and val images and a fingerprint of the file list
+  (:func:`~anncore.data.cityscapes.data_record`; also in ``metrics.json`` and the checkpoint, and printed at start);
 * ``log.jsonl``: one JSON record per line, ``{"kind": "train", "iter", "loss", "loss_main", "loss_aux", "lr",
   "images_per_s", ...}`` every ``log_every`` iterations and ``{"kind": "val", "iter", "miou", "pixel_acc", "iou"}``
   after each validation;
 * ``checkpoint.pt``: written atomically (:mod:`anncore.checkpoint`) every ``checkpoint_every`` iterations and at the
   end; ``--resume`` continues from it;
 * ``metrics.json``: at the end, final and best mIoU, per-class IoU, images/s, peak memory, wall time, the config.
+
+**Progress.** Rank 0 shows it (:mod:`anncore.progress`): a tqdm bar when standard output is a terminal, else one
+line every ``log_every`` iterations: ``ann/resnet101: iteration 50/60000 (0%), loss 2.871, lr 9.99e-03, images/s
+15.2, peak memory 21.3 GiB, 0.526 s/iteration, ETA 8:45:31`` (peak memory on GPUs: allocated tensors, as in
+``metrics.json``). Under torchrun every message
+comes from rank 0 alone: the other processes print nothing and their warnings are silenced (an error still ends the
+job with its traceback).
+
+**Resuming on the same data.** ``--resume`` compares the fingerprint of the files it would read with the one the
+checkpoint recorded and refuses, naming both, when they differ (other data behind the same ``--data-root`` or
+``$CITYSCAPES_DATASET``); ``--allow-other-data`` continues anyway, and the run then records the new data. The same
+files moved elsewhere keep their fingerprint. A checkpoint written before runs recorded their data resumes with one
+line saying the data is not checked.
 
 **Exact resume.** The batch of iteration ``i`` is a pure function of ``(seed, i)``: a permutation of the training
 set per epoch from ``(seed, epoch)``, and every sample's augmentation runs under RNGs seeded from
@@ -65,7 +80,6 @@ import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from anncore.attention import SDPA_BACKENDS, available_sdpa_backends
 from anncore.checkpoint import (
@@ -92,6 +106,7 @@ from anncore.evaluate import confusion_over, model_logits
 from anncore.files import json_safe, output_lock, write_json
 from anncore.losses import SegmentationLoss
 from anncore.model import ANN
+from anncore.progress import Progress
 from anncore.pyramid import DEFAULT_POOL_SIZES
 from anncore.sampler import ResumableBatchSampler, SeededSamples
 
@@ -337,8 +352,9 @@ def _peak_memory(device: torch.device) -> tuple[float | None, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, "process max RSS"
 
 
-def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
-    """The checkpoint to continue from, checked against ``config``; ``None`` for a fresh start."""
+def _resume_state(config: TrainConfig, path: Path, main: bool = True) -> dict[str, Any] | None:
+    """The checkpoint to continue from, checked against ``config``; ``None`` for a fresh start. Only the ``main``
+    process says what changed."""
     if not path.exists():
         return None
     if not config.resume:
@@ -354,10 +370,43 @@ def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
             f"resume may change only {', '.join(sorted(RESUME_MAY_CHANGE))}; start a new run in another --out "
             "for anything else"
         )
-    changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed if k != "resume")
-    if changes:
+    said = [k for k in changed if k not in ("resume", "allow_other_data")]
+    changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in said)
+    if changes and main:
         print(f"--resume with changed settings ({changes})", file=sys.stderr)
     return state
+
+
+def _check_same_data(
+    state: dict[str, Any] | None, data: dict[str, Any], config: TrainConfig, path: Path, main: bool = True
+) -> None:
+    """Refuse to resume the checkpoint ``state`` on data (:func:`~anncore.data.cityscapes.data_record`) other than
+    the data it recorded, unless ``config.allow_other_data``; a checkpoint that recorded none is resumed unchecked.
+    Raises :class:`BadInput` naming both roots and fingerprints (every process, so that all stop); the ``main``
+    process says the other cases in one line (stderr)."""
+    from anncore.data.cityscapes import describe_data
+
+    if state is None:
+        return
+    saved = state.get("data")
+    if saved is None and main:
+        print(
+            f"--resume: {path} was written before runs recorded their data (no fingerprint), so the data is not "
+            f"checked; from now on the run records {describe_data(data)}",
+            file=sys.stderr,
+        )
+    elif saved is not None and saved.get("fingerprint") != data["fingerprint"]:
+        if not config.allow_other_data:
+            raise BadInput(
+                f"--resume would read other data than {path} was trained on: {describe_data(data)} instead of "
+                f"{describe_data(saved)}; point --data-root (or $CITYSCAPES_DATASET) at the data the run started "
+                "with, or pass --allow-other-data to continue on this data"
+            )
+        if main:
+            print(
+                f"--resume on other data (--allow-other-data): {describe_data(data)} instead of {describe_data(saved)}",
+                file=sys.stderr,
+            )
 
 
 def _check_backend(requested: str, device: torch.device, dtype: torch.dtype) -> None:
@@ -380,16 +429,21 @@ class _Run:
 
     def __init__(self, config: TrainConfig, ctx: _Dist, device: torch.device) -> None:
         from anncore.data import IGNORE_INDEX, NUM_CLASSES
+        from anncore.data.cityscapes import data_record, describe_data
 
         self.config, self.ctx, self.device = config, ctx, device
         self.started = time.perf_counter()
         self.out = Path(config.out)
         self.checkpoint_path = self.out / "checkpoint.pt"
-        resumed = _resume_state(config, self.checkpoint_path)
+        resumed = _resume_state(config, self.checkpoint_path, ctx.main)
         self.train_set, self.val_set = _datasets(config, ctx)
+        self.data = data_record(data_root_of(config), [self.train_set, self.val_set])
+        _check_same_data(resumed, self.data, config, self.checkpoint_path, ctx.main)
         if ctx.main:
+            print(f"data: {describe_data(self.data)}", flush=True)
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.yaml").write_text(yaml.safe_dump(plain_config(config), sort_keys=False))
+            recorded = {**plain_config(config), "data": self.data}  # load_config skips "data" (RECORDED_KEYS)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(recorded, sort_keys=False))
 
         random.seed(config.seed)
         np.random.seed(config.seed)  # noqa: NPY002 - the global RNG third-party augmentation may use
@@ -503,8 +557,8 @@ class _Run:
             f"the weights; {kept}"
         )
 
-    def validate(self, done: int, bar: tqdm) -> dict[str, Any]:
-        """Validate after ``done`` iterations, log it, track the best mIoU, and say it under the progress bar."""
+    def validate(self, done: int, shown: Progress) -> dict[str, Any]:
+        """Validate after ``done`` iterations, log it, track the best mIoU, and say it (under the bar, if any)."""
         config = self.config
         result = validate(
             self.model, self.val_set, self.device, self.autocast_dtype, config.channels_last, config.workers, self.ctx
@@ -515,7 +569,7 @@ class _Run:
             self.progress["best_miou"], self.progress["best_iter"] = result["miou"], done
         self.log.write({"kind": "val", "iter": done, **result})
         if self.ctx.main:
-            bar.write(f"iteration {done}: val mIoU {result['miou']:.4f}, pixel accuracy {result['pixel_acc']:.4f}")
+            shown.write(f"iteration {done}: val mIoU {result['miou']:.4f}, pixel accuracy {result['pixel_acc']:.4f}")
         return result
 
     def save(self, done: int) -> None:
@@ -543,6 +597,7 @@ class _Run:
                     "rng": rng,
                     "progress": self.progress,
                     "config": plain_config(self.config),
+                    "data": self.data,
                 }
                 save_checkpoint(state, self.checkpoint_path)
             self.last_saved = done
@@ -591,6 +646,7 @@ class _Run:
             "amp_dtype": None if dtype is None else str(dtype).removeprefix("torch."),
             "torch": torch.__version__,
             "config": plain_config(self.config),
+            "data": self.data,
         }
 
 
@@ -611,16 +667,22 @@ def _read_metrics(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _shown_stats(record: dict[str, float], device: torch.device) -> dict[str, str]:
+    """What the progress bar or line shows of an iteration's ``record``: loss, lr, images/s, and peak memory on a
+    GPU."""
+    stats = {"loss": f"{record['loss']:.3f}", "lr": f"{record['lr']:.2e}", "images/s": f"{record['images_per_s']:.1f}"}
+    if device.type == "cuda":
+        stats["peak memory"] = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB"
+    return stats
+
+
 def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, Any]:
     """:func:`train` inside the lock on ``OUT``."""
     run = _Run(config, ctx, device)
     if run.start >= config.iters and (finished := _read_metrics(run.out / "metrics.json")) is not None:
         return finished  # a finished run resumed: nothing to train; its metrics (throughput, wall time) as measured
-    bar = tqdm(
-        total=config.iters,
-        initial=run.start,
-        disable=None if ctx.main else True,
-        desc=f"{config.head}/{config.backbone}",
+    bar = Progress(
+        config.iters, f"{config.head}/{config.backbone}", "iteration", run.start, ctx.main, every=config.log_every
     )
     run.net.train()
     tick = time.perf_counter()
@@ -636,10 +698,7 @@ def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, A
                 run.train_seconds += seconds
                 run.images_seen += config.batch_size
                 record["images_per_s"] = config.batch_size / seconds
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}"
-                )
+                bar.update(1, _shown_stats(record, device))
                 if done % config.log_every == 0 or done == config.iters:
                     record["time_s"] = time.perf_counter() - run.started
                     run.log.write({"kind": "train", "iter": done, **record})
@@ -685,7 +744,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     ctx, device = _init_distributed(config.device)
     try:
-        with sigterm_raises(), output_lock(config.out) if ctx.main else nullcontext():
+        with sigterm_raises(), output_lock(config.out) if ctx.main else nullcontext(), warnings.catch_warnings():
+            if not ctx.main:
+                warnings.simplefilter("ignore")  # rank 0 says it once for the job (module docstring)
             return _train(config, ctx, device)
     finally:
         if ctx.world_size > 1:

@@ -199,6 +199,24 @@ def test_ddp_with_gloo_on_two_cpu_processes(tmp_path, data_root):
     checkpoint = load_checkpoint(out / "checkpoint.pt")
     assert checkpoint["iteration"] == 3 and len(checkpoint["rng"]) == 2  # every rank's RNG state
     assert not any(k.startswith("module.") for k in checkpoint["model"])
+    progress = [line.split(",")[0] for line in result.stdout.splitlines() if line.startswith("ann/small: ")]
+    assert progress == [f"ann/small: iteration {i}/3 ({100 * i / 3:.0f}%)" for i in (1, 2, 3)]  # once per job
+    assert sum(line.startswith("data: ") for line in result.stdout.splitlines()) == 1
+
+
+def test_under_torchrun_the_resume_notices_and_warnings_come_once(tmp_path, data_root):
+    """A 1-process run resumed by 2 processes: the resume notices and the warning about the process count (raised
+    on every rank) are said once, by rank 0."""
+    out = tmp_path / "grown"
+    train(load_config(None, data_root=str(data_root), out=str(out), iters=2, val_every=0, **TINY))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "anncore",
+               *cli(out, data_root, iters=3, val_every=0, resume=True)[3:]]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for said in ("--resume with changed settings (iters: 2 -> 3)", "resuming a 1-process run with 2 processes",
+                 f"resuming {out / 'checkpoint.pt'} at iteration 2 of 3"):  # fmt: skip
+        assert result.stderr.count(said) == 1, (said, result.stderr[-3000:])
+    assert result.stdout.count("ann/small: iteration 3/3") == 1
 
 
 def test_resume_may_change_lr_and_iters_and_the_schedule_follows(tmp_path, data_root, capsys):

@@ -12,8 +12,10 @@ train ids with the table in :mod:`anncore.data.labels`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,10 +136,10 @@ class CityscapesSegmentation(torch.utils.data.Dataset):
         """Decode every image and label once (what :meth:`load` does for a sample) and return one message per
         pair that fails, naming the file; ``[]`` when all decode. :func:`find_samples` reads only PNG headers, so a
         truncated file would otherwise surface mid-training."""
-        from tqdm import tqdm
+        from anncore.progress import progress as shown
 
         problems = []
-        for index in tqdm(range(len(self)), desc=f"checking {self.split}", unit="img", disable=not progress or None):
+        for index in shown(range(len(self)), len(self), f"checking {self.split}", "image", enabled=progress):
             try:
                 self.load(index)
             except BadInput as err:
@@ -170,3 +172,26 @@ def check_data(datasets: Sequence[CityscapesSegmentation], progress: bool = True
     if problems:
         shown = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise BadInput(f"{len(problems)} unreadable Cityscapes files: {shown}")
+
+
+def data_record(root: str | Path, datasets: Sequence[CityscapesSegmentation]) -> dict[str, Any]:
+    """What a run reads, as its ``config.yaml``, ``metrics.json`` and checkpoint record it: ``{"root"`` (absolute),
+    ``"<split>_images"`` per dataset, ``"fingerprint"}``. The fingerprint is a cheap one (a ``stat`` per file, no
+    reading): the first 16 hex digits of the SHA-256 of every image and label file's path relative to its dataset's
+    root and its size in bytes, sorted; it changes when a file is added, removed, renamed or changes size, and stays
+    when the same files are moved elsewhere."""
+    root = Path(root).resolve()
+    entries = sorted(
+        f"{path.relative_to(dataset.root).as_posix()}\t{path.stat().st_size}\n"
+        for dataset in datasets
+        for pair in dataset.samples
+        for path in pair
+    )
+    digest = hashlib.sha256("".join(entries).encode()).hexdigest()[:16]
+    return {"root": str(root), **{f"{d.split}_images": len(d) for d in datasets}, "fingerprint": digest}
+
+
+def describe_data(record: dict[str, Any]) -> str:
+    """A :func:`data_record` in words: ``/data/cityscapes (2975 train + 500 val images, fingerprint 1a2b...)``."""
+    counts = " + ".join(f"{n} {key.removesuffix('_images')}" for key, n in record.items() if key.endswith("_images"))
+    return f"{record['root']} ({counts} images, fingerprint {record['fingerprint']})"
