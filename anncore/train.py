@@ -440,7 +440,7 @@ class _Run:
         self.data = data_record(data_root_of(config), [self.train_set, self.val_set])
         _check_same_data(resumed, self.data, config, self.checkpoint_path, ctx.main)
         if ctx.main:
-            print(f"data: {describe_data(self.data)}", flush=True)
+            print(f"data: {describe_data(self.data, relative=True)}", flush=True)
             self.out.mkdir(parents=True, exist_ok=True)
             recorded = {**plain_config(config), "data": self.data}  # load_config skips "data" (RECORDED_KEYS)
             (self.out / "config.yaml").write_text(yaml.safe_dump(recorded, sort_keys=False))

@@ -30,6 +30,7 @@ import pytest
 import torch
 import torchvision.models._api
 from torch.utils.data import DataLoader
+from train_cli import flags
 
 import anncore.__main__
 import anncore.checkpoint
@@ -406,18 +407,6 @@ REPO = Path(__file__).resolve().parents[1]
 #: The runs of the SIGTERM tests: no periodic checkpoint and one validation at the end, so any checkpoint before the
 #: end is the one the interruption wrote.
 PREEMPTED = dict(iters=40, checkpoint_every=0, val_every=0, log_every=1, seed=3)
-
-
-def flags(**settings: object) -> list[str]:
-    """TrainConfig fields as ``python -m anncore train`` flags."""
-    out: list[str] = []
-    for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(flag if value else "--no-" + flag[2:])
-        else:
-            out += [flag, *map(str, value if isinstance(value, list) else [value])]
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ and the checkpoint name the folder read, its image counts and fingerprint; ``--r
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -144,7 +145,8 @@ def test_a_run_records_the_folder_it_read_from_the_environment(
     assert re.fullmatch(r"[0-9a-f]{16}", recorded["data"]["fingerprint"])
     assert json.loads((out / "metrics.json").read_text())["data"] == recorded["data"]
     assert load_checkpoint(out / "checkpoint.pt")["data"] == recorded["data"]
-    assert f"data: {data_root.resolve()} (4 train + 2 val images, fingerprint {recorded['data']['fingerprint']})" in (
+    shown = os.path.relpath(data_root.resolve())  # the start line: relative to the working directory, nearby
+    assert f"data: {shown} (4 train + 2 val images, fingerprint {recorded['data']['fingerprint']})" in (
         capsys.readouterr().out
     )
     assert load_config(out / "config.yaml") == load_config(None, data_root="", out=str(out), iters=1, **TINY)
@@ -196,3 +198,17 @@ def test_a_checkpoint_written_before_the_data_record_resumes(
     notices = [line for line in capsys.readouterr().err.splitlines() if "before runs recorded their data" in line]
     assert len(notices) == 1 and "not checked" in notices[0]
     assert load_checkpoint(out / "checkpoint.pt")["data"]["train_images"] == 4
+
+
+def test_the_start_line_names_the_data_relative_to_the_working_directory(tmp_path, monkeypatch):
+    from anncore.data.cityscapes import describe_data
+
+    record = {"root": str(tmp_path / "data" / "set"), "train_images": 4, "val_images": 2, "fingerprint": "ab"}
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert describe_data(record, relative=True) == "../data/set (4 train + 2 val images, fingerprint ab)"
+    assert describe_data(record).startswith(str(tmp_path))  # errors and the record keep the absolute root
+    far = tmp_path / "a" / "b" / "c"
+    far.mkdir(parents=True)
+    monkeypatch.chdir(far)
+    assert describe_data(record, relative=True).startswith(str(tmp_path))  # far away: absolute

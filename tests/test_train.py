@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from train_cli import flags
 
 from anncore.checkpoint import load_checkpoint, save_checkpoint
 from anncore.config import ConfigError, TrainConfig, load_config
@@ -42,18 +43,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
     return write_synthetic_cityscapes(tmp_path_factory.mktemp("synthetic"), train=4, val=2, height=64, width=128)
-
-
-def flags(**settings):
-    """TrainConfig fields as command-line flags."""
-    out = []
-    for key, value in settings.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(flag if value else "--no-" + flag[2:])
-        else:
-            out += [flag, *map(str, value if isinstance(value, list) else [value])]
-    return out
 
 
 def cli(out, data_root, **settings):

@@ -13,6 +13,7 @@ train ids with the table in :mod:`anncore.data.labels`.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,14 @@ def data_record(root: str | Path, datasets: Sequence[CityscapesSegmentation]) ->
     return {"root": str(root), **{f"{d.split}_images": len(d) for d in datasets}, "fingerprint": digest}
 
 
-def describe_data(record: dict[str, Any]) -> str:
-    """A :func:`data_record` in words: ``/data/cityscapes (2975 train + 500 val images, fingerprint 1a2b...)``."""
+def describe_data(record: dict[str, Any], relative: bool = False) -> str:
+    """A :func:`data_record` in words: ``/data/cityscapes (2975 train + 500 val images, fingerprint 1a2b...)``.
+
+    ``relative``: the root relative to the working directory when it lies within its parent (``../data/...`` from a
+    notebook), so that a run's start line names no machine path; the record itself keeps the absolute root."""
     counts = " + ".join(f"{n} {key.removesuffix('_images')}" for key, n in record.items() if key.endswith("_images"))
-    return f"{record['root']} ({counts} images, fingerprint {record['fingerprint']})"
+    root = str(record["root"])
+    if relative:
+        near = os.path.relpath(root)
+        root = near if not near.startswith(os.path.join(os.pardir, os.pardir)) else root
+    return f"{root} ({counts} images, fingerprint {record['fingerprint']})"
