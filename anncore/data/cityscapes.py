@@ -177,13 +177,14 @@ def check_data(datasets: Sequence[CityscapesSegmentation], progress: bool = True
 
 def data_record(root: str | Path, datasets: Sequence[CityscapesSegmentation]) -> dict[str, Any]:
     """What a run reads, as its ``config.yaml``, ``metrics.json`` and checkpoint record it: ``{"root"`` (absolute),
-    ``"<split>_images"`` per dataset, ``"fingerprint"}``. The fingerprint is a cheap one (a ``stat`` per file, no
-    reading): the first 16 hex digits of the SHA-256 of every image and label file's path relative to its dataset's
-    root and its size in bytes, sorted; it changes when a file is added, removed, renamed or changes size, and stays
-    when the same files are moved elsewhere."""
+    ``"<split>_images"`` per dataset, ``"fingerprint"}``. The fingerprint is one of the file list, cheap (no file is
+    read): the first 16 hex digits of the SHA-256 of every image and label file's path relative to its dataset's
+    root, sorted. It changes when a file is added, removed or renamed, and stays when the same files are moved
+    elsewhere or a damaged file is repaired in place (a run stopped by an undecodable file resumes once it is
+    fixed)."""
     root = Path(root).resolve()
     entries = sorted(
-        f"{path.relative_to(dataset.root).as_posix()}\t{path.stat().st_size}\n"
+        f"{path.relative_to(dataset.root).as_posix()}\n"
         for dataset in datasets
         for pair in dataset.samples
         for path in pair
