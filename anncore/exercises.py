@@ -67,10 +67,6 @@ def check(name: str, test: Callable[[Solution], None], attempt: Solution, refere
     return reference
 
 
-def tags(cell: nbformat.NotebookNode) -> list[str]:
-    return list(cell.get("metadata", {}).get("tags", []))
-
-
 def blank_copy(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """``notebook`` with every output and execution count cleared: a copy to work the exercises in."""
     copy = nbformat.from_dict(notebook)

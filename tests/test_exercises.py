@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 
 from anncore import solutions
 from anncore.__main__ import main
-from anncore.exercises import ReferenceSolutionFailed, check
+from anncore.exercises import EXERCISE, ReferenceSolutionFailed, check
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: Exercises each notebook holds: two in 01-03, one in every other notebook up to 09.
@@ -238,7 +238,7 @@ def exercises_of(notebook: nbformat.NotebookNode) -> list[tuple[int, str, int, s
     """(exercise cell, function, check cell, label, test name) of each exercise, in order."""
     found = []
     for i, cell in enumerate(notebook.cells):
-        if tagged(cell, "exercise"):
+        if tagged(cell, EXERCISE):
             (name,) = defined(cell.source)
             checks = [
                 (j, label, test)
