@@ -5,12 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: course course-model test lint notebooks clean chromium cityscapes exercises gpu-wheels
+.PHONY: course course-model test lint notebooks clean chromium cityscapes exercises gpu-wheels lock
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package to the version the committed outputs were made with (a constraints file:
+# pyproject.toml keeps the library's ranges); `make lock` rewrites it from the installed environment.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
 ## the main job: every notebook headless with papermill into runs/<timestamp>/
@@ -51,13 +53,20 @@ test: $(STAMP) chromium
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-## student copies of the notebooks in exercises/ (git-ignored): exercise cells kept, solution cells removed
+## blank copies of the notebooks in exercises/ (git-ignored) to work the exercises in; a copy already there is kept
 exercises: $(STAMP)
 	$(PY) -m anncore exercises --out exercises
 
 ## re-execute the notebooks in place (CPU defaults) and strip their metadata; commit the result
 notebooks: $(STAMP)
 	$(PY) -m anncore course --in-place
+
+## rewrite requirements.lock from .venv (after changing pyproject.toml or upgrading a package; then run make test)
+lock:
+	test -x $(PY) || { echo "make lock: no $(VENV); run make test first"; exit 2; }
+	{ echo "# Every package version the committed notebook outputs and results were made with (pip freeze of .venv)."; \
+	  echo "# make installs with it as a constraints file (pip install -c requirements.lock); make lock rewrites it."; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v -i '^anncore[= @]'; } > requirements.lock
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis

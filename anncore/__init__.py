@@ -7,10 +7,10 @@ import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from anncore.attention import ATTN_IMPLEMENTATIONS, attention, attention_weights
-from anncore.blocks import AFNB, APNB, NonLocal2d, SelfAttention2d
-from anncore.env import pick_device
-from anncore.pyramid import effective_attention, num_anchors, pooling_matrix, pyramid_pool
+from anncore.device import pick_device
+from anncore.nn.attention import ATTN_IMPLEMENTATIONS, attention, attention_weights
+from anncore.nn.blocks import AFNB, APNB, NonLocal2d, SelfAttention2d
+from anncore.nn.pyramid import effective_attention, num_anchors, pooling_matrix, pyramid_pool
 
 __all__ = [
     "AFNB",

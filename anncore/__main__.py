@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+
+from anncore.errors import BadInput, MissingInput
 
 
 def _info(args: argparse.Namespace) -> int:
-    from anncore.env import environment_report
+    from anncore.analysis.environment import environment_report
 
     report = environment_report(args.device)
     if args.json:
@@ -23,7 +27,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _course(args: argparse.Namespace) -> int:
-    from anncore.course import CourseInterrupted, run_course
+    from anncore.course.runner import CourseInterrupted, run_course
 
     try:
         rows = run_course(
@@ -37,18 +41,34 @@ def _course(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from anncore.bench import BenchConfig, print_documents, run_suite, write_documents
+    from anncore.analysis.bench import EXPLORER_NEEDS, BenchConfig, format_ratios, format_results, write_documents
 
     names = ("sizes", "dtypes", "modes", "channels", "memory_format", "repeats", "warmup", "threads")
     overrides = {name: getattr(args, name) for name in names}
     config = BenchConfig.for_suite(args.suite, args.device, args.quick, **overrides)
-    documents = run_suite(config)
-    print_documents(documents, write_documents(documents, Path(args.out)))
+    if config.suite == "explorer":
+        try:
+            from anncore.course.explorer_bench import format_explorer, run_explorer
+        except ModuleNotFoundError as err:
+            if (err.name or "").split(".")[0] == "anncore":
+                raise
+            raise BadInput(f"{EXPLORER_NEEDS} ({err.name} is missing)") from err
+        documents, tables = run_explorer(config), [format_explorer]
+    else:
+        from anncore.analysis.bench import run_suite
+
+        documents = run_suite(config)
+        tables = [format_results, format_ratios] if config.suite == "paper" else [format_results]
+    paths = write_documents(documents, Path(args.out))
+    for document in documents:
+        print("\n".join(table(document) for table in tables), end="\n\n")
+    for path in paths:
+        print(f"wrote {path}")
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from anncore.train import main as train_main
+    from anncore.engine.train import main as train_main
 
     return train_main(args.train_args)
 
@@ -78,7 +98,7 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from anncore.evaluate import inference_config, run_evaluation
+    from anncore.engine.evaluate import inference_config, run_evaluation
 
     config = inference_config(args.preset, args.scales, args.flip, args.crop, args.stride)
     result = run_evaluation(
@@ -99,10 +119,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _cue(args: argparse.Namespace) -> int:
-    from anncore.cue import VEHICLES, board_swap, cue_settings
-    from anncore.env import pick_device
+    from anncore.analysis.cue import VEHICLES, board_swap, cue_settings
+    from anncore.device import pick_device
     from anncore.files import write_json
-    from anncore.model import load_model, resolve_checkpoint
+    from anncore.models.loading import load_model, resolve_checkpoint
 
     checkpoint = resolve_checkpoint(args.checkpoint)
     device = pick_device(args.device)
@@ -125,8 +145,8 @@ def _cue(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from anncore.ablation import run_ablation, write_ablation
-    from anncore.config import load_config
+    from anncore.analysis.ablation import run_ablation, write_ablation
+    from anncore.engine.config import load_config
 
     base = load_config(args.config, out=str(args.out), **({"iters": args.iters} if args.iters else {}))
     document = run_ablation(base, Path(args.out), args.heads, args.seeds, jobs=args.jobs)
@@ -141,7 +161,7 @@ def _ablate(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from anncore.convert import convert_checkpoint
+    from anncore.models.convert import convert_checkpoint
 
     config = convert_checkpoint(Path(args.src), args.source, Path(args.dst), align_corners=args.align_corners)
     aux = f"aux head {config['aux_width']} wide" if config["aux"] else "no aux head"
@@ -154,7 +174,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _explore(args: argparse.Namespace) -> int:
-    from anncore.explore import explore_photos
+    from anncore.course.explore import explore_photos
 
     limit = {} if args.max_cells is None else {"max_cells": args.max_cells}
     written = explore_photos(args.checkpoint, args.photos, args.out, args.cells, args.device, args.max_side, **limit)
@@ -163,7 +183,7 @@ def _explore(args: argparse.Namespace) -> int:
 
 
 def _exercises(args: argparse.Namespace) -> int:
-    from anncore.exercises import write_exercise_copies
+    from anncore.course.exercises import write_exercise_copies
 
     written, kept = write_exercise_copies(args.notebooks, args.out)
     print(f"{len(written)} blank copies of the notebooks to work the exercises in, in {args.out}")
@@ -175,7 +195,7 @@ def _exercises(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import shutil
 
-    from anncore.checkpoint import export_model
+    from anncore.models.loading import export_model
 
     source, out = Path(args.checkpoint), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,12 +207,29 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gpu_check(args: argparse.Namespace) -> int:
-    from anncore.gpucheck import run_check, run_step
+#: The GPU check, a harness beside the benchmark results it writes rather than library code.
+GPU_CHECK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
+
+def gpu_check_module() -> ModuleType:
+    """``benchmarks/gpu_check.py`` of this checkout as the module ``gpu_check`` (loaded once)."""
+    if "gpu_check" in sys.modules:
+        return sys.modules["gpu_check"]
+    if not GPU_CHECK.is_file():
+        raise MissingInput(f"gpu-check runs {GPU_CHECK} of a checkout of the repository, and it is not there")
+    spec = importlib.util.spec_from_file_location("gpu_check", GPU_CHECK)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _gpu_check(args: argparse.Namespace) -> int:
+    check = gpu_check_module()
     if args.step:  # one step, in the subprocess the check starts for it
-        return run_step(args.step, Path(args.out), args.limit_s, args.dry_run, args.work)
-    return run_check(Path(args.out), args.budget_s, args.dry_run, args.only)
+        return check.run_step(args.step, Path(args.out), args.limit_s, args.dry_run, args.work)
+    return check.run_check(Path(args.out), args.budget_s, args.dry_run, args.only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     course.set_defaults(run=_course)
 
-    # Its flags live in anncore.train (one per TrainConfig field) and are parsed there, so `--help` here stays free
-    # of torch imports; prefix_chars="+" makes this parser hand every `--flag` through untouched.
+    # Its flags live in anncore.engine.train (one per TrainConfig field) and are parsed there, so `--help` here stays
+    # free of torch imports; prefix_chars="+" makes this parser hand every `--flag` through untouched.
     train = commands.add_parser(
         "train", help="train ANN or a baseline (python -m anncore train --help)", add_help=False, prefix_chars="+"
     )

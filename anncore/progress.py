@@ -9,7 +9,7 @@ out of how many, the time per item and the estimated time left (ETA)::
 How often a line comes: every ``every`` items when the caller asks (``train``: every ``log_every`` iterations);
 otherwise when a tenth of the work more is done and :data:`MIN_LINE_SECONDS` have passed since the last line, or
 after :data:`MAX_SILENCE_SECONDS` without one, and a closing line when the work is done: a loop of a few seconds
-says one line, a long one about a dozen. Time is ``time.perf_counter``, the clock of :mod:`anncore.cost`.
+says one line, a long one about a dozen. Time is ``time.perf_counter``, the clock of :mod:`anncore.analysis.cost`.
 """
 
 from __future__ import annotations

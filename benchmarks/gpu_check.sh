@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check (anncore/gpucheck.py says what it measures), on any CUDA machine with torch, from a checkout:
+# The GPU check (benchmarks/gpu_check.py says what it measures), on any CUDA machine with torch, from a checkout:
 #
 #   ANNCORE_WHEELS=.gpu-wheels bash benchmarks/gpu_check.sh --out DIR [--budget-s 540] [--only STEP ...]
 #
 # Puts this repository on PYTHONPATH (so anncore need not be installed, only its core dependencies), installs the wheels
 # in $ANNCORE_WHEELS, if set, offline into a temporary --target folder added to PYTHONPATH (papermill, nbclient,
 # ipykernel, nbformat for the notebooks step: `make gpu-wheels` downloads them), then runs
-# `python -m anncore gpu-check "$@"`. $PYTHON picks the interpreter (default: python3, else python).
+# `python benchmarks/gpu_check.py "$@"`. $PYTHON picks the interpreter (default: python3, else python).
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +36,6 @@ if [ -n "${ANNCORE_WHEELS:-}" ]; then
   fi
 fi
 
-"$python" -m anncore gpu-check "$@"
+"$python" "$repo/benchmarks/gpu_check.py" "$@"
 status=$?
 exit "$status"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from anncore.checkpoint import save_checkpoint
-from anncore.model import ANN
+from anncore.models.checkpoint import save_checkpoint
+from anncore.models.network import ANN
 
 
 @pytest.fixture

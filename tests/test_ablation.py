@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from anncore.ablation import (
+from anncore.analysis.ablation import (
     SUMMARISED,
     ablation_frame,
     latest_ablation,
@@ -19,10 +19,10 @@ from anncore.ablation import (
     vehicle_confusion_frame,
     write_ablation,
 )
-from anncore.config import load_config
-from anncore.cue import VEHICLES
+from anncore.analysis.cue import VEHICLES
 from anncore.data import CLASS_NAMES
 from anncore.data.synthetic import ensure_synthetic
+from anncore.engine.config import load_config
 
 
 @pytest.fixture(scope="module")

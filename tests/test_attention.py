@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from anncore.attention import (
+from anncore.nn.attention import (
     ATTN_IMPLEMENTATIONS,
     attention,
     attention_weights,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision.models import ResNet50_Weights, resnet50
 
-import anncore.backbone as backbone_module
-from anncore.backbone import ResNetBackbone, SmallBackbone, UntrainedBackboneWarning, build_backbone
+import anncore.models.backbone as backbone_module
+from anncore.models.backbone import ResNetBackbone, SmallBackbone, UntrainedBackboneWarning, build_backbone
 
 
 def untrained(name="resnet50"):

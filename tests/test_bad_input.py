@@ -15,10 +15,10 @@ from PIL import Image
 
 from anncore import AFNB, APNB, NonLocal2d, effective_attention
 from anncore.__main__ import main
-from anncore.checkpoint import load_checkpoint, non_finite, save_checkpoint
-from anncore.config import load_config
 from anncore.data.synthetic import MANIFEST, write_synthetic_cityscapes
-from anncore.train import NonFiniteLossError, train
+from anncore.engine.config import load_config
+from anncore.engine.train import NonFiniteLossError, train
+from anncore.models.checkpoint import load_checkpoint, non_finite, save_checkpoint
 
 RECIPE = (
     "data_root: synthetic\nsynthetic_size: [64, 128]\nsynthetic_scenes: [4, 2]\nbackbone: small\niters: 1\n"

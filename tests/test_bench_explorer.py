@@ -9,20 +9,20 @@ import pytest
 import torch
 
 from anncore.__main__ import main
-from anncore.bench import (
+from anncore.analysis.bench import BenchConfig, run_suite
+from anncore.analysis.probe import capture_attention
+from anncore.course.explorer_bench import (
     EXPLORER_MODEL,
     EXPLORER_TARGET_MS,
-    BenchConfig,
     StandInANN,
     explorer_sample,
     explorer_widths,
-    format_results,
+    format_explorer,
     query_cells,
-    run_suite,
+    run_explorer,
 )
 from anncore.errors import BadInput
-from anncore.model import HEAD_WIDTHS
-from anncore.probe import capture_attention
+from anncore.models.heads import HEAD_WIDTHS
 
 pytest.importorskip("ipywidgets")  # the suite needs the course extra (the missing-extra test below fakes its absence)
 
@@ -100,14 +100,14 @@ def test_every_captured_block_is_reported_with_finite_positive_times(written):
             assert positive(times["median"]) and times["median"] <= times["max"] == max(times["all"])
         assert positive(b["png_bytes"]) and isinstance(b["meets_target"], bool)
         assert b["meets_target"] is (b["select_ms"]["median"] <= EXPLORER_TARGET_MS)
-    table = format_results(document)
+    table = format_explorer(document)
     assert "explorer suite" in table and all(b["block"] in table for b in blocks)
 
 
 def test_without_pyramid_false_times_only_the_captured_blocks():
     config = BenchConfig.for_suite("explorer", "cpu", quick=True, without_pyramid=False, repeats=2)
     threads = torch.get_num_threads()
-    (document,) = run_suite(config, progress=False)
+    (document,) = run_explorer(config, progress=False)
     assert torch.get_num_threads() == threads
     assert [b["block"] for b in document["results"][0]["blocks"]] == ["AFNB", "APNB"]
     assert all(b["moves"] == 1 for b in document["results"][0]["blocks"])
@@ -146,9 +146,14 @@ def test_settings_the_suite_cannot_measure_are_refused(overrides, message):
 
 def test_without_the_course_extra_the_suite_names_the_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # `import ipywidgets` now fails as if not installed
-    monkeypatch.delitem(sys.modules, "anncore.widgets", raising=False)
-    with pytest.raises(BadInput, match=r"the explorer suite needs the course extra: pip install 'anncore\[course\]'"):
-        run_suite(BenchConfig.for_suite("explorer", "cpu", quick=True), progress=False)
+    for module in ("anncore.course.widgets", "anncore.course.explorer_bench"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
     assert main(["bench", "--suite", "explorer", "--quick", "--out", str(tmp_path)]) == 2
     assert "pip install 'anncore[course]'" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_the_analysis_layer_refuses_the_explorer_suite():
+    """The explorer suite times a course widget, so the analysis layer's runner does not reach up for it."""
+    with pytest.raises(BadInput, match="explorer_bench"):
+        run_suite(BenchConfig.for_suite("explorer", "cpu", quick=True), progress=False)

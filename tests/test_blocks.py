@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from anncore import AFNB, APNB, NonLocal2d, effective_attention
-from anncore.pyramid import pyramid_pool
+from anncore.nn.pyramid import pyramid_pool
 
 SHAPES = [(9, 13), (7, 5), (3, 3), (1, 2), (8, 8)]  # odd, below the 8x8 grid, and a single row
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anncore.course import declared_parameters
+from anncore.course.runner import declared_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "09_attention_explorer.ipynb"
@@ -112,7 +112,9 @@ def test_explorer_renders_and_follows_the_slider_in_jupyterlab(tmp_path):
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
             assert "Traceback" not in " ".join(errors.all_text_contents())
             outputs = page.locator(".jp-OutputArea").all_text_contents()
-            assert any("the explorer shows anncore.viz's maps: ok" in text for text in outputs)  # the closing check
+            assert any(
+                "the explorer shows anncore.course.viz's maps: ok" in text for text in outputs
+            )  # the closing check
             assert "board-swap follow rate" in outputs[-1]  # and the last cell, what this run measured, ran too
 
             image = page.locator(".ann-attention-image")

@@ -40,8 +40,8 @@ def test_bad_input_prints_a_message_not_a_traceback(tmp_path):
 
 def _tiny_run(tmp_path):
     """A one-iteration run on a tiny synthetic set: its folder."""
-    from anncore.config import load_config
-    from anncore.train import train
+    from anncore.engine.config import load_config
+    from anncore.engine.train import train
 
     out = tmp_path / "run"
     config = load_config(
@@ -56,8 +56,8 @@ def _tiny_run(tmp_path):
 def test_export_keeps_the_model_and_drops_the_optimiser(tmp_path, capsys):
     import torch
 
-    from anncore.checkpoint import load_checkpoint, save_checkpoint
-    from anncore.model import load_model
+    from anncore.models.checkpoint import load_checkpoint, save_checkpoint
+    from anncore.models.loading import load_model
 
     run = _tiny_run(tmp_path)
     assert main(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "shipped")]) == 0

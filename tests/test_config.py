@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from anncore.config import ConfigError, TrainConfig, build_parser, load_config
-from anncore.losses import CITYSCAPES_CLASS_WEIGHTS
+from anncore.engine.config import ConfigError, TrainConfig, build_parser, load_config
+from anncore.engine.losses import CITYSCAPES_CLASS_WEIGHTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_yaml_then_flags_and_errors_naming_the_key(tmp_path):
 
 
 def test_pool_sizes_from_flags_and_yaml_reach_the_model_and_bad_ones_are_refused(tmp_path):
-    from anncore.train import build_model
+    from anncore.engine.train import build_model
 
     args = vars(
         build_parser().parse_args(["--backbone", "small", "--head", "apnb", "--pool-sizes", "1", "2", "3", "6"])

@@ -1,5 +1,5 @@
-"""Checkpoints of the official ANN code and of mmsegmentation converted by :mod:`anncore.convert` compute what their
-source networks compute.
+"""Checkpoints of the official ANN code and of mmsegmentation converted by :mod:`anncore.models.convert` compute what
+their source networks compute.
 
 The source layouts (key names, shapes, BN buffers, shared projections) are transcribed from the public model
 definitions - MendelXu/ANN ``models/seg/nets/annn.py``, ``models/seg/utils/{afnb,apnb}.py``,
@@ -33,9 +33,10 @@ from source_layouts import (
     raw_image,
 )
 
-from anncore.convert import convert_checkpoint, convert_state_dict
 from anncore.errors import BadInput
-from anncore.model import ANN, load_model
+from anncore.models.convert import convert_checkpoint, convert_state_dict
+from anncore.models.loading import load_model
+from anncore.models.network import ANN
 
 DEPTH = "resnet50"
 CLASSES = 19

@@ -8,8 +8,7 @@ import torch
 
 from anncore import APNB, NonLocal2d
 from anncore.__main__ import main
-from anncore.attention import attention
-from anncore.bench import (
+from anncore.analysis.bench import (
     PAPER_CLAIM,
     BenchConfig,
     Variant,
@@ -20,7 +19,7 @@ from anncore.bench import (
     results_frame,
     run_suite,
 )
-from anncore.cost import (
+from anncore.analysis.cost import (
     Cost,
     attention_backend,
     attention_flops,
@@ -28,6 +27,7 @@ from anncore.cost import (
     flop_counter,
     measure,
 )
+from anncore.nn.attention import attention
 
 
 def qkv(n, s, ck, cv, batch=2, seed=0):
@@ -132,7 +132,7 @@ def test_sweep_records_unavailable_kernels_and_skips_sizes_after_oom(monkeypatch
             Cost(status="oom", note="fake") if isinstance(fn, APNB) and x[0, 0].numel() > 4 else real(fn, x, **kwargs)
         )
 
-    monkeypatch.setattr("anncore.bench.measure", oom_above_4)
+    monkeypatch.setattr("anncore.analysis.bench.measure", oom_above_4)
     (document,) = run_suite(config, progress=False)
     status = {(r["variant"], r["n"]): r["status"] for r in document["results"]}
     assert status == {
@@ -148,7 +148,7 @@ def test_sweep_records_unavailable_kernels_and_skips_sizes_after_oom(monkeypatch
 def test_cpu_guard_skips_a_score_matrix_larger_than_free_memory(monkeypatch):
     config = tiny("sweep", sizes=["8x8"], modes=["forward"])
     config.variants = (Variant("nl", "naive"), Variant("nl", "flash"))
-    monkeypatch.setattr("anncore.bench.os.sysconf", lambda name: 1)
+    monkeypatch.setattr("anncore.analysis.bench.os.sysconf", lambda name: 1)
     (document,) = run_suite(config, progress=False)
     assert [r["status"] for r in document["results"]] == ["skipped", "ok"]
 

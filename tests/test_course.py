@@ -11,7 +11,7 @@ import time
 import nbformat
 import pytest
 
-from anncore.course import declared_parameters, load_parameters, run_course, started_cell, strip_run_metadata
+from anncore.course.runner import declared_parameters, load_parameters, run_course, started_cell, strip_run_metadata
 
 
 def write_notebook(path, params_source="ITERS = 3\nLR = 0.01\nNAME = 'x'\nCROP = (8, 8)\nFLAG = False\nROOT = None"):

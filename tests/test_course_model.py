@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-from anncore.checkpoint import load_checkpoint
-from anncore.cue import board_swap
+from anncore.analysis.cue import board_swap
 from anncore.data import CityscapesSegmentation, val_transforms
 from anncore.data.synthetic import ensure_synthetic
-from anncore.evaluate import evaluate
-from anncore.model import COURSE_MODEL, load_model
+from anncore.engine.evaluate import evaluate
+from anncore.models.checkpoint import load_checkpoint
+from anncore.models.loading import COURSE_MODEL, load_model
 
 COURSE = COURSE_MODEL.parent
 RECIPE = Path(__file__).resolve().parents[1] / "params" / "course_model.yaml"

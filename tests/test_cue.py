@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from anncore.__main__ import main
-from anncore.config import load_config
-from anncore.cue import VEHICLE_IDS, VEHICLES, board_swap, vehicle_confusion
+from anncore.analysis.cue import VEHICLE_IDS, VEHICLES, board_swap, vehicle_confusion
 from anncore.data import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD
 from anncore.data.synthetic import CUE_BOARDS
-from anncore.train import train
+from anncore.engine.config import load_config
+from anncore.engine.train import train
 
 SIZE = (64, 128)
 

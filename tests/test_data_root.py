@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from anncore.config import TrainConfig, data_root_of
 from anncore.data.root import (
     DATA_HOME_VARIABLE,
     SyntheticSet,
@@ -15,6 +14,7 @@ from anncore.data.root import (
     synthetic_set_of,
 )
 from anncore.data.synthetic import MANIFEST
+from anncore.engine.config import TrainConfig, data_root_of
 
 TINY = SyntheticSet(train=2, val=1, height=32, width=64)
 

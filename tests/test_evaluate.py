@@ -11,7 +11,7 @@ from torch import nn
 
 from anncore.data import CLASS_NAMES, CityscapesSegmentation, val_transforms
 from anncore.data.synthetic import write_synthetic_cityscapes
-from anncore.evaluate import (
+from anncore.engine.evaluate import (
     PRESETS,
     InferenceConfig,
     _window_starts,
@@ -20,7 +20,7 @@ from anncore.evaluate import (
     predict_probs,
     save_prediction,
 )
-from anncore.metrics import ConfusionMatrix
+from anncore.engine.metrics import ConfusionMatrix
 
 
 class PixelModel(nn.Module):

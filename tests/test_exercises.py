@@ -1,4 +1,4 @@
-"""The notebooks' exercises as a learner meets them (anncore/exercises.py).
+"""The notebooks' exercises as a learner meets them (anncore/course/exercises.py).
 
 - The committed notebooks hold the reader's stub and no solution; each exercise has a check cell of the form
   ``name = check("label", test_name, name, solutions.name)``, whose committed output says "not written yet" and that
@@ -16,9 +16,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from anncore import solutions
 from anncore.__main__ import main
-from anncore.exercises import EXERCISE, ReferenceSolutionFailed, check
+from anncore.course import solutions
+from anncore.course.exercises import EXERCISE, ReferenceSolutionFailed, check
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: Exercises each notebook holds: two in 01-03, one in every other notebook up to 09.
@@ -260,7 +260,7 @@ def test_each_exercise_is_a_stub_with_a_check_and_no_solution_in_sight(number):
     assert len(exercises) >= REQUIRED[number], f"notebook {number}: {len(exercises)} exercises"
     for i, name, j, label, _ in exercises:
         assert "raise NotImplementedError" in notebook.cells[i].source, f"{number}, cell {i}: committed as a stub"
-        assert callable(getattr(solutions, name, None)), f"anncore.solutions has no reference {name}"
+        assert callable(getattr(solutions, name, None)), f"anncore.course.solutions has no reference {name}"
         assert name in MISTAKES, f"{name}: no wrong attempt in MISTAKES to prove its check names the mistake"
         said = "".join(out.get("text", "") for out in notebook.cells[j].outputs if out.output_type == "stream")
         assert f"{label}: not written yet" in said and f"solutions.{name}), which passes" in said, (number, said)

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from anncore.__main__ import main
-from anncore.explore import photo_samples, query_cells
+from anncore.course.explore import photo_samples, query_cells
 
 
 @pytest.fixture(scope="module")

@@ -33,18 +33,18 @@ from torch.utils.data import DataLoader
 from train_cli import flags
 
 import anncore.__main__
-import anncore.checkpoint
-import anncore.course
-import anncore.train
+import anncore.course.runner
+import anncore.engine.train
+import anncore.models.checkpoint
 from anncore.__main__ import _one_line, main
-from anncore.checkpoint import load_checkpoint, save_checkpoint
-from anncore.config import load_config
 from anncore.data import CityscapesSegmentation
 from anncore.data.cityscapes import check_data
 from anncore.data.synthetic import write_synthetic_cityscapes
+from anncore.engine.config import load_config
+from anncore.engine.train import train
 from anncore.errors import BadInput, OutputInUse, UserError
 from anncore.files import LOCK_NAME, output_lock, write_json
-from anncore.train import train
+from anncore.models.checkpoint import load_checkpoint, save_checkpoint
 
 RECIPE = (
     "data_root: synthetic\nsynthetic_size: [64, 128]\nsynthetic_scenes: [4, 2]\nbackbone: small\niters: 1\n"
@@ -122,13 +122,13 @@ class _FullDisk:
 
 
 def full_disk(monkeypatch: pytest.MonkeyPatch, room: int = 1000) -> None:
-    """From now on ``anncore.checkpoint`` writes onto a disk with ``room`` bytes left."""
+    """From now on ``anncore.models.checkpoint`` writes onto a disk with ``room`` bytes left."""
 
     def fake_open(file, mode="r", *args, **kwargs):
         handle = builtins.open(file, mode, *args, **kwargs)
         return _FullDisk(handle, room) if "w" in mode else handle
 
-    monkeypatch.setattr(anncore.checkpoint, "open", fake_open, raising=False)
+    monkeypatch.setattr(anncore.models.checkpoint, "open", fake_open, raising=False)
 
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -212,7 +212,7 @@ def test_a_second_run_into_the_same_out_is_refused(recipe, tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------- final checkpoint, then val
 def test_final_checkpoint_is_written_before_the_final_validation(tiny_set, tmp_path, monkeypatch):
-    monkeypatch.setattr(anncore.train, "CHECK_DATA_UP_TO", 0)  # the up-front decode check is off
+    monkeypatch.setattr(anncore.engine.train, "CHECK_DATA_UP_TO", 0)  # the up-front decode check is off
     image = CityscapesSegmentation(tiny_set, "val").samples[-1][0]
     original = corrupt(image)
     out = tmp_path / "run"
@@ -351,7 +351,7 @@ def test_ctrl_c_in_the_course_writes_its_summary(where, tmp_path, monkeypatch, c
                 raise KeyboardInterrupt
             raise papermill.PapermillExecutionError(1, 1, "print(X)", "KeyboardInterrupt", "", [])
 
-    monkeypatch.setattr(anncore.course.papermill, "execute_notebook", fake_execute)
+    monkeypatch.setattr(anncore.course.runner.papermill, "execute_notebook", fake_execute)
     argv = ["course", "--notebooks", str(notebooks), "--params", str(params), "--out", str(out)]
     assert main(argv) == 130
     assert ran == [("00_a.ipynb", {}), ("01_b.ipynb", {})]
@@ -449,14 +449,14 @@ def test_sigterm_during_a_step_checkpoints_that_iteration_and_exits_143(
     """SIGTERM to this process while iteration 3 steps: the step (a half-done update is no state) and its log record
     finish, then a checkpoint of 3 iterations is written, one line says so, the status is 143 and SIGTERM's handler
     is the one from before; --resume then ends where the uninterrupted run did, bitwise."""
-    real_step = anncore.train._Run.step
+    real_step = anncore.engine.train._Run.step
 
     def step_with_sigterm(self, done, images, masks):
         if done == 3:
             os.kill(os.getpid(), signal.SIGTERM)  # mid-step, as a scheduler's signal comes
         return real_step(self, done, images, masks)
 
-    monkeypatch.setattr(anncore.train._Run, "step", step_with_sigterm)
+    monkeypatch.setattr(anncore.engine.train._Run, "step", step_with_sigterm)
     handler = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "run"
     argv = ["train", *flags(data_root=preemption_set, out=out, **PREEMPTED, **TINY)]

@@ -10,9 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from anncore import gpucheck
-from anncore.__main__ import main
-from anncore.gpucheck import LIMITS_S, NO_CUDA, STEPS, compare_states, run_check, run_step, step_limit
+from anncore.__main__ import gpu_check_module, main
+
+gpucheck = gpu_check_module()
+LIMITS_S, NO_CUDA, STEPS = gpucheck.LIMITS_S, gpucheck.NO_CUDA, gpucheck.STEPS
+compare_states, run_check, run_step, step_limit = (
+    gpucheck.compare_states,
+    gpucheck.run_check,
+    gpucheck.run_step,
+    gpucheck.step_limit,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -65,9 +65,42 @@ def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_core_modules_import_no_course_module():
-    course = {"anncore.viz", "anncore.widgets", "anncore.ablation", "anncore.course"}
-    core = {"anncore.attention", "anncore.pyramid", "anncore.blocks", "anncore.model", "anncore.train"}
-    edges = graph()
-    for module in core:
-        assert not edges[module] & course, (module, edges[module] & course)
+#: The layers from the bottom up (README, "Package layout"): a module may import its own layer and those below.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("anncore.errors", "anncore.files", "anncore.device", "anncore.interrupts", "anncore.progress"),
+    ("anncore.nn",),
+    ("anncore.data",),
+    ("anncore.models",),
+    ("anncore.engine",),
+    ("anncore.analysis",),
+    ("anncore.course",),
+    ("anncore", "anncore.__main__"),
+)
+
+
+def layer_of(module: str) -> int:
+    """The index in :data:`LAYERS` of ``module``: the layer of the longest prefix that names it."""
+    matches = [(len(prefix), i) for i, layer in enumerate(LAYERS) for prefix in layer
+               if module == prefix or module.startswith(prefix + ".")]  # fmt: skip
+    assert matches, f"{module} belongs to no layer of LAYERS: add it there and to the README's layout table"
+    return max(matches)[1]
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} -> {t}" for m, targets in edges.items() for t in targets if layer_of(t) > layer_of(m))
+
+
+def test_no_module_imports_a_higher_layer():
+    assert upward_imports(graph()) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert upward_imports({"anncore.nn.blocks": {"anncore.engine.train"}, "anncore.course.viz": {"anncore.nn"}}) == [
+        "anncore.nn.blocks -> anncore.engine.train"
+    ]
+
+
+def test_every_subpackage_says_what_it_holds_and_may_import():
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc) > 100, f"{init} needs a docstring: what the layer holds and what it may import"

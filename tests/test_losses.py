@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from anncore.losses import CITYSCAPES_CLASS_WEIGHTS, SegmentationLoss, cross_entropy, ohem_cross_entropy
+from anncore.engine.losses import CITYSCAPES_CLASS_WEIGHTS, SegmentationLoss, cross_entropy, ohem_cross_entropy
 
 
 def numpy_ohem(logits, target, thresh, min_kept, weight=None, ignore=255):

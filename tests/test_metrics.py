@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from anncore.metrics import ConfusionMatrix
+from anncore.engine.metrics import ConfusionMatrix
 
 
 def test_hand_computed_example_with_ignore_and_an_absent_class():

@@ -5,11 +5,13 @@ import torch
 from torch import nn
 
 from anncore import AFNB, APNB, NonLocal2d
-from anncore.backbone import BACKBONES
-from anncore.checkpoint import save_checkpoint
 from anncore.data import NUM_CLASSES
 from anncore.errors import UserError
-from anncore.model import ANN, HEAD_WIDTHS, HEADS, load_model
+from anncore.models.backbone import BACKBONES
+from anncore.models.checkpoint import save_checkpoint
+from anncore.models.heads import HEAD_WIDTHS, HEADS
+from anncore.models.loading import load_model
+from anncore.models.network import ANN
 
 
 def count(module):
@@ -20,7 +22,7 @@ def conv(cin, cout, k=1):
     return cin * cout * k * k + cout  # official convs in the head all have a bias
 
 
-@pytest.mark.filterwarnings("ignore::anncore.backbone.UntrainedBackboneWarning")
+@pytest.mark.filterwarnings("ignore::anncore.models.backbone.UntrainedBackboneWarning")
 def test_ann_head_on_resnet101_has_the_official_20_3m_parameters():
     """The official head without aux ≈ 20.3 M on ResNet-101 (K = 19), counted by hand from the official layers."""
     with torch.device("meta"):

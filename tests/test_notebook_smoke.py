@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from anncore.course import load_parameters, run_course
+from anncore.course.runner import load_parameters, run_course
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"

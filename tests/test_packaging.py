@@ -22,8 +22,9 @@ CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
 CONDA_ONLY = {"python", "pip"}
 SELF_INSTALL = "-e .[dev]"  # the last pip entry of environment.yml: the project itself, editable
 CORE = {"torch", "torchvision", "numpy", "pillow", "pyyaml", "tqdm"}
-# the modules behind the notebooks: they may import the `course` extra; every other module only the core group
-COURSE_MODULES = {"viz.py", "widgets.py", "ablation.py", "course.py", "exercises.py"}
+# the modules behind the notebooks may import the `course` extra (the course layer, and the ablation's pandas
+# tables); every other module only the core group
+COURSE_MODULES = {"analysis/ablation.py"}
 IMPORT_NAMES = {"PIL": "pillow", "yaml": "pyyaml"}  # import name -> distribution name, where they differ
 
 
@@ -112,9 +113,15 @@ def module_level_imports(path: Path) -> set[str]:
 
 
 def library_modules() -> list[tuple[Path, bool]]:
-    """(path, is a course module) of every module of anncore and anncore.data."""
-    paths = sorted([*(ROOT / "anncore").glob("*.py"), *(ROOT / "anncore" / "data").glob("*.py")])
-    return [(path, path.parent.name == "anncore" and path.name in COURSE_MODULES) for path in paths]
+    """(path, is a course module) of every module of anncore, its subpackages included."""
+    paths = sorted((ROOT / "anncore").rglob("*.py"))
+    package = ROOT / "anncore"
+
+    def is_course(path: Path) -> bool:
+        inside = path.relative_to(package).as_posix()
+        return inside.startswith("course/") or inside in COURSE_MODULES
+
+    return [(path, is_course(path)) for path in paths]
 
 
 def test_every_module_level_import_is_declared_in_the_right_group():
@@ -176,3 +183,50 @@ def test_mit_license():
     text = (ROOT / "LICENSE").read_text()
     assert text.startswith("MIT License")
     assert "Permission is hereby granted, free of charge" in text
+
+
+def locked_versions() -> dict[str, str]:
+    """Name -> exact version of every package ``requirements.lock`` pins (its comment lines skipped)."""
+    pins: dict[str, str] = {}
+    for number, line in enumerate((ROOT / "requirements.lock").read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+!\-]+)", line.strip())
+        assert match, f"requirements.lock:{number}: {line!r} is not an exact pin name==version (make lock writes them)"
+        name = canonicalize_name(match[1])
+        assert name not in pins, f"requirements.lock pins {name} twice"
+        pins[name] = match[2]
+    return pins
+
+
+def lock_problems(pins: dict[str, str], sources: dict[str, dict[str, SpecifierSet]]) -> list[str]:
+    """Every declared dependency (per source file) that ``pins`` lacks or pins outside its bounds."""
+    return [
+        f"{name}: {source} says {shown(specifier)}, requirements.lock {pins.get(name, 'has no pin')}"
+        for source, declared in sources.items()
+        for name, specifier in sorted(declared.items())
+        if name not in pins or not specifier.contains(pins[name], prereleases=True)
+    ]
+
+
+def test_the_lock_pins_every_dependency_within_the_declared_bounds():
+    """requirements.lock (the versions the committed outputs were made with) and pyproject.toml / environment.yml
+    must agree: every declared dependency pinned, at a version its bounds allow."""
+    pins = locked_versions()
+    assert canonicalize_name(PROJECT["name"]) not in pins, "the lock pins the project itself"
+    problems = lock_problems(pins, {"pyproject.toml": all_requirements(), "environment.yml": environment_requirements()})
+    assert not problems, "run `make lock` after changing the bounds:\n" + "\n".join(problems)
+
+
+def test_the_lock_check_names_a_pin_outside_the_bounds_and_a_missing_one():
+    declared = {"pyproject.toml": {"numpy": SpecifierSet(">=1.24,<2.4"), "tqdm": SpecifierSet(">=4.65")}}
+    assert lock_problems({"numpy": "2.4.6"}, declared) == [
+        "numpy: pyproject.toml says <2.4,>=1.24, requirements.lock 2.4.6",
+        "tqdm: pyproject.toml says >=4.65, requirements.lock has no pin",
+    ]
+
+
+def test_make_installs_with_the_lock():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet -c requirements.lock -e '.[dev]'" in makefile
+    assert re.search(r"^\$\(STAMP\): pyproject\.toml requirements\.lock$", makefile, re.M), "a new lock reinstalls"

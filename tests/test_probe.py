@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from anncore import AFNB, APNB, NonLocal2d, attention_weights, effective_attention
-from anncore.model import ANN
-from anncore.probe import (
+from anncore.analysis.probe import (
     capture_attention,
     cell_centre,
     class_queries,
@@ -17,6 +16,7 @@ from anncore.probe import (
     region_mass,
     with_visible_attention,
 )
+from anncore.models.network import ANN
 
 
 def test_image_features_are_unit_colour_and_position():

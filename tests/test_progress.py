@@ -21,14 +21,14 @@ import yaml
 
 from anncore import progress as progress_module
 from anncore.__main__ import main
-from anncore.checkpoint import load_checkpoint, save_checkpoint
-from anncore.config import load_config
 from anncore.data import CityscapesSegmentation
 from anncore.data.cityscapes import data_record
 from anncore.data.synthetic import write_synthetic_cityscapes
+from anncore.engine.config import load_config
+from anncore.engine.train import train
 from anncore.errors import BadInput
+from anncore.models.checkpoint import load_checkpoint, save_checkpoint
 from anncore.progress import Progress, progress
-from anncore.train import train
 
 TINY = dict(backbone="small", batch_size=2, crop=[32, 64], workers=0, device="cpu", ohem_min_kept=50, val_every=0)
 

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from anncore.pyramid import cell_bounds, effective_attention, num_anchors, pooling_matrix, pyramid_pool
+from anncore.nn.pyramid import cell_bounds, effective_attention, num_anchors, pooling_matrix, pyramid_pool
 
 
 def test_paper_pyramid_has_110_anchors():

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from anncore.checkpoint import seeded
-from anncore.config import ConfigError
 from anncore.data.synthetic import write_synthetic_cityscapes
-from anncore.sampler import ResumableBatchSampler, SeededSamples
+from anncore.engine.config import ConfigError
+from anncore.engine.rng import seeded
+from anncore.engine.sampler import ResumableBatchSampler, SeededSamples
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,10 @@ import torch
 from torch import nn
 from train_cli import flags
 
-from anncore.checkpoint import load_checkpoint, save_checkpoint
-from anncore.config import ConfigError, TrainConfig, load_config
 from anncore.data.synthetic import write_synthetic_cityscapes
-from anncore.losses import SegmentationLoss
-from anncore.model import ANN, load_model
-from anncore.train import (
+from anncore.engine.config import ConfigError, TrainConfig, load_config
+from anncore.engine.losses import SegmentationLoss
+from anncore.engine.train import (
     RUN_FILES,
     NonFiniteLossError,
     _poly,
@@ -31,6 +29,9 @@ from anncore.train import (
     sync_batchnorm,
     train,
 )
+from anncore.models.checkpoint import load_checkpoint, save_checkpoint
+from anncore.models.loading import load_model
+from anncore.models.network import ANN
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # subprocesses: see one_thread

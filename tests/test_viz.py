@@ -7,9 +7,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
 from anncore import effective_attention
-from anncore.data import PALETTE
-from anncore.pyramid import cell_bounds, pyramid_pool
-from anncore.viz import (
+from anncore.course.viz import (
     ATTENTION_CMAP,
     QUERY_COLOUR,
     anchor_grids,
@@ -28,6 +26,8 @@ from anncore.viz import (
     query_class_names,
     shapes_table,
 )
+from anncore.data import PALETTE
+from anncore.nn.pyramid import cell_bounds, pyramid_pool
 
 
 def rectangles(ax):
@@ -114,6 +114,10 @@ def test_attention_matrix_draws_the_matrix_and_marks_rows():
     np.testing.assert_allclose(ax.images[0].get_array(), weights.double().numpy())
     assert sorted(line.get_ydata()[0] for line in ax.lines) == [3, 11]
     assert "20 x 30" in ax.get_title()
+    named = draw_attention_matrix(weights, rows=[3, 11], row_labels=["road", "car"])
+    assert [(text.get_text(), text.get_position()[1]) for text in named.texts] == [("road", 3), ("car", 11)]
+    with pytest.raises(ValueError, match="name each of the 2 rows"):
+        draw_attention_matrix(weights, rows=[3, 11], row_labels=["road"])
 
 
 def test_scaling_plots_each_series_and_reference():

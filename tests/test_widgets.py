@@ -1,4 +1,5 @@
-"""The attention explorer without a browser: controls drive the views; what it shows is what anncore.viz computes."""
+"""The attention explorer without a browser: controls drive the views; what it shows is what anncore.course.viz
+computes."""
 
 import io
 import math
@@ -12,12 +13,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torchvision import tv_tensors
 
+from anncore.course.viz import attention_overlay, plot_query_attention
+from anncore.course.widgets import AttentionExplorer
 from anncore.data import colorize, val_transforms
 from anncore.data.labels import LABEL_ID_TO_TRAIN_ID, lookup
 from anncore.data.synthetic import make_scene
-from anncore.model import ANN
-from anncore.viz import attention_overlay, plot_query_attention
-from anncore.widgets import AttentionExplorer
+from anncore.models.network import ANN
 
 
 class Scenes:

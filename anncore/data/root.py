@@ -63,7 +63,7 @@ class SyntheticSet:
 
 def synthetic_set_of(config: Mapping[str, Any]) -> SyntheticSet:
     """The synthetic set a training configuration reads when its data root resolves to the synthetic set: from a
-    :class:`~anncore.config.TrainConfig` as a dict, or the plain config a checkpoint records."""
+    :class:`~anncore.engine.config.TrainConfig` as a dict, or the plain config a checkpoint records."""
     (height, width), (train, val) = config.get("synthetic_size", (256, 512)), config.get("synthetic_scenes", (40, 10))
     return SyntheticSet(train=int(train), val=int(val), height=int(height), width=int(width))
 

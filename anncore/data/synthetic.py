@@ -22,7 +22,7 @@ model that relates the vehicles to the board labels them all. The training trans
 degrees) keeps the three hues (120 degrees apart) distinct, and the stripe count is a colour-free second cue. A crop
 that cuts the board away leaves its vehicles undecidable (label noise, not a bug); validation always sees the whole
 image. The board's size and the training recipe that learns the cue (``params/course_model.yaml``) were chosen by
-the runs in ``benchmarks/cue_recipe_experiments.md``, measured with :func:`anncore.cue.board_swap`.
+the runs in ``benchmarks/cue_recipe_experiments.md``, measured with :func:`anncore.analysis.cue.board_swap`.
 
 **Files** (:func:`write_synthetic_cityscapes`): ``leftImg8bit/{split}/{city}/{city}_{seq:06d}_000019_leftImg8bit.png``
 (RGB) and, with the same stem, ``gtFine`` ``_labelIds.png`` (uint8), ``_labelTrainIds.png`` (uint8), ``_color.png``

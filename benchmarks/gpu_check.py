@@ -1,14 +1,20 @@
-"""The project's GPU measurements and checks in one unattended, time-boxed run: ``python -m anncore gpu-check --out
-DIR`` on a CUDA machine with one GPU (the sizes suit an H100 or H200: ``ann-train`` runs batch 8 at 769x769).
+"""The project's GPU measurements and checks in one unattended, time-boxed run on a CUDA machine with one GPU (the
+sizes suit an H100 or H200: ``ann-train`` runs batch 8 at 769x769), from a checkout of the repository::
 
-It runs every step in one go within ``--budget-s`` (default 540 s), writes every result as strict JSON into ``DIR``,
-and prints a one-screen summary. It needs anncore's core dependencies and this repository (installed, or on
-``PYTHONPATH``), and no network. Steps, most valuable first (:data:`STEPS`):
+    python benchmarks/gpu_check.py --out DIR          # or: python -m anncore gpu-check --out DIR
+    bash benchmarks/gpu_check.sh --out DIR            # the same without installing anncore (see below)
+
+A harness, not library code: it lives beside the benchmark results it writes and uses the library's own
+instruments (:func:`anncore.analysis.cost.time_step`, :func:`anncore.device.synchronize`,
+:func:`anncore.device.peak_memory`, :func:`anncore.nn.attention.sdpa_backend_report`, the bench suites and the
+training loop). It runs every step in one go within ``--budget-s`` (default 540 s), writes every result as strict
+JSON into ``DIR``, and prints a one-screen summary. It needs anncore's core dependencies and no network. Steps, most
+valuable first (:data:`STEPS`):
 
 =================  ================================================================================================
-``env``            GPU name, driver, torch / CUDA / cuDNN versions (:func:`anncore.env.environment_report`), the
-                   SDPA backends that run at Ck = Cv = 256 in fp32 and bf16, the measured bf16 (and fp32) matmul
-                   peak at 8192^3 in TFLOP/s
+``env``            GPU name, driver, torch / CUDA / cuDNN versions (:func:`anncore.analysis.environment.
+                   environment_report`), the SDPA backends that run at Ck = Cv = 256 in fp32 and bf16, the
+                   measured bf16 (and fp32) matmul peak at 8192^3 in TFLOP/s
 ``paper``          the paper protocol (``bench --suite paper``: 96x96, 128x128, 128x256, fp32, naive and fused):
                    NL / APNB time and memory ratios next to the paper's 6x / 28x at 128x256
 ``sweep``          the sweep suite in bf16, forward and forward+backward, size by size until its time is spent
@@ -24,7 +30,8 @@ and prints a one-screen summary. It needs anncore's core dependencies and this r
                    papermill / nbclient / ipykernel)
 =================  ================================================================================================
 
-Each step runs in its own subprocess (``python -m anncore gpu-check --step NAME``) under its own time limit
+Each step runs in its own subprocess (``python -m anncore gpu-check --step NAME``, which loads this file) under its
+own time limit
 (:data:`LIMITS_S`, scaled so that the total stays within ``--budget-s``; time a step leaves unused goes to the
 steps after it), so a hung or slow step cannot eat the others. Its status is ``ok``, ``failed`` (with the one-line
 error), ``timeout`` or ``skipped`` (with the reason), in ``DIR/<step>.json`` with its figures, and in
@@ -42,7 +49,7 @@ To run it on a CUDA machine with torch but without anncore installed, from the r
     ANNCORE_WHEELS=.gpu-wheels bash benchmarks/gpu_check.sh --out DIR
 
 ``benchmarks/gpu_check.sh`` puts the repository on ``PYTHONPATH``, pip-installs the wheels of ``$ANNCORE_WHEELS``
-(offline) into a temporary ``--target`` folder added to ``PYTHONPATH``, and runs this module with its arguments.
+(offline) into a temporary ``--target`` folder added to ``PYTHONPATH``, and runs this file with its arguments.
 Without ``ANNCORE_WHEELS`` it installs nothing: where the ``course`` extra is installed, the notebooks step needs no
 wheels. To keep a run's results, copy ``DIR`` to ``benchmarks/results/gpu-check-<stamp>/`` (``<stamp>`` as
 :func:`anncore.files.utc_stamp` writes it, the one in ``summary.json``'s ``created``) and commit it there.
@@ -68,15 +75,23 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from anncore.analysis.bench import PAPER_CLAIM, BenchConfig, result_path, run_suite, write_documents
+from anncore.analysis.cost import attention_backend, time_step
+from anncore.analysis.environment import environment_report
+from anncore.device import peak_memory, reset_peak_memory, synchronize
+from anncore.engine.config import TrainConfig, load_config, plain_config
+from anncore.engine.losses import SegmentationLoss
+from anncore.engine.train import amp_dtype, build_optimizer, train
 from anncore.errors import BadInput
 from anncore.files import output_lock, utc_stamp, write_json
-
-if TYPE_CHECKING:
-    from anncore.model import ANN
+from anncore.models.backbone import UntrainedBackboneWarning
+from anncore.models.checkpoint import load_checkpoint
+from anncore.models.network import ANN
+from anncore.nn.attention import attention, sdpa_backend_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,8 +141,8 @@ MMSEG_REFERENCE: dict[str, Any] = {
 }
 NOT_DETERMINISTIC = (
     "CUDA is not bitwise deterministic in general: atomic adds in backward kernels, and cudnn.benchmark (which "
-    "anncore.train turns on for CUDA, as the official code does) may pick different convolution algorithms in "
-    "different processes. anncore.train promises bitwise-exact resume on CPU only; on CUDA, tensors that differ "
+    "anncore.engine.train turns on for CUDA, as the official code does) may pick different convolution algorithms in "
+    "different processes. anncore.engine.train promises bitwise-exact resume on CPU only; on CUDA, tensors that differ "
     "should differ by rounding-sized amounts."
 )
 
@@ -466,43 +481,12 @@ def run_step(name: str, out: str | Path, limit_s: float, dry_run: bool, work: st
 
 
 # ---------------------------------------------------------------------------------------------- measuring helpers
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_gib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-
-
-def _timed_ms(step: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """``warmup`` untimed calls, then ``repeats`` calls each between device synchronisations
-    (:func:`anncore.cost.time_step`), in milliseconds."""
-    from anncore.cost import time_step
-
-    def call() -> None:
-        step()
-
-    for _ in range(warmup):
-        call()
-    return time_step(call, device, repeats)
-
-
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _build_ann(num_classes: int, backbone: str, head: str) -> ANN:
-    """:class:`anncore.model.ANN` with random weights (the "no pretrained weights" warning silenced)."""
-    from anncore.backbone import UntrainedBackboneWarning
-    from anncore.model import ANN
+    """:class:`anncore.models.network.ANN` with random weights (the "no pretrained weights" warning silenced)."""
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedBackboneWarning)
@@ -514,42 +498,15 @@ def _fmt_gib(value: float | None, prefix: str = "") -> str:
 
 
 # -------------------------------------------------------------------------------------------------------- env
-def sdpa_backends(
-    device: torch.device, dtype: torch.dtype, channels: int = 256, n: int = 16
-) -> tuple[dict[str, bool], dict[str, str]]:
-    """Which SDPA backends run ``attention(q, q, q)`` with ``q (1, n, channels)``: the forcing logic of
-    :func:`anncore.attention.available_sdpa_backends` (each backend forced by its name through
-    :func:`anncore.attention.attention`), at ``channels`` instead of its fixed 64. Also PyTorch's reasons (its
-    warnings) for the backends that cannot run."""
-    from anncore.attention import SDPA_BACKENDS, attention
-
-    q = torch.randn(1, n, channels, device=device, dtype=dtype)
-    runs, why = {}, {}
-    for name in SDPA_BACKENDS:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                attention(q, q, q, attn_implementation=name)  # type: ignore[arg-type]
-                runs[name] = True
-            except RuntimeError as err:
-                runs[name] = False
-                reasons = [str(w.message).splitlines()[0] for w in caught] or [str(err).splitlines()[-1]]
-                why[name] = " | ".join(dict.fromkeys(reasons))[:400]
-    return runs, why
-
-
 def sdpa_pick(device: torch.device, dtype: torch.dtype, channels: int = 256, n: int = 4096) -> str | None:
     """The backend PyTorch's dispatcher picks for ``attention(..., "sdpa")`` on ``(1, n, channels)`` (read from the
-    profiled op names as :mod:`anncore.bench` does)."""
+    profiled op names as :mod:`anncore.analysis.bench` does)."""
     from torch.profiler import ProfilerActivity, profile
-
-    from anncore.attention import attention
-    from anncore.cost import attention_backend
 
     q = torch.randn(1, n, channels, device=device, dtype=dtype)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         attention(q, q, q, attn_implementation="sdpa")
-        _synchronize(device)
+        synchronize(device)
     return attention_backend(event.name for event in prof.events())
 
 
@@ -605,7 +562,6 @@ def _nvidia_smi() -> dict[str, str] | None:
 
 
 def _step_env(ctx: StepContext) -> None:
-    from anncore.env import environment_report
 
     device, doc = ctx.device, ctx.doc
     report = environment_report(device)
@@ -630,12 +586,12 @@ def _step_env(ctx: StepContext) -> None:
     sdpa: dict[str, Any] = {
         "channels": 256,
         "shape": "q = k = v (1, 16, 256)",
-        "method": "each backend forced through anncore.attention.attention (the forcing logic of "
+        "method": "each backend forced through anncore.nn.attention.attention (the forcing logic of "
         "available_sdpa_backends, which probes at 64 channels: see sdpa_backends_64)",
     }
     for dtype in (torch.float32, torch.bfloat16):
         key = str(dtype).removeprefix("torch.")
-        runs, why = sdpa_backends(device, dtype, 256)
+        runs, why = sdpa_backend_report(device, dtype, 256)
         sdpa[key], sdpa[f"{key}_why_not"] = runs, why
         try:
             sdpa[f"{key}_auto_pick_n4096"] = sdpa_pick(device, dtype, 256)
@@ -662,7 +618,6 @@ def _step_env(ctx: StepContext) -> None:
 
 # ----------------------------------------------------------------------------------------------------- bench suites
 def _step_paper(ctx: StepContext) -> None:
-    from anncore.bench import PAPER_CLAIM, BenchConfig, run_suite, write_documents
 
     config = BenchConfig.for_suite("paper", ctx.device, quick=ctx.dry_run)
     ctx.doc["protocol"] = {"sizes": [list(hw) for hw in config.sizes], "dtypes": list(config.dtypes)}
@@ -698,7 +653,6 @@ def _step_paper(ctx: StepContext) -> None:
 def _step_sweep(ctx: StepContext) -> None:
     """The sweep suite in bf16, both modes, one size at a time (smallest first), merged into one document that is
     rewritten after each size; a size whose estimated time exceeds what is left is not started."""
-    from anncore.bench import BenchConfig, result_path, run_suite
 
     base = BenchConfig.for_suite("sweep", ctx.device, quick=ctx.dry_run, dtypes=["bfloat16"])
     ctx.doc["protocol"] = {"sizes": [list(hw) for hw in base.sizes], "modes": list(base.modes), "dtype": "bfloat16"}
@@ -773,7 +727,7 @@ def _sweep_reach(results: list[dict]) -> dict[str, dict[str, Any]]:
 def _step_ann_inference(ctx: StepContext) -> None:
     device, sizes = ctx.device, ctx.sizes
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as mmsegmentation's fps benchmark and anncore.train do
+        torch.backends.cudnn.benchmark = True  # as mmsegmentation's fps benchmark and anncore.engine.train do
     height, width = sizes.image
     ctx.doc["setup"] = {"backbone": sizes.backbone, "image": [height, width], "batch": 1, "num_classes": 19}
     ctx.doc["setup"] |= {"attn_implementation": "auto (sdpa)", "mode": "eval, no_grad, whole image"}
@@ -792,21 +746,21 @@ def _step_ann_inference(ctx: StepContext) -> None:
         weights_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
         for dtype in (torch.bfloat16, None):
             row: dict[str, Any] = {"head": head, "precision": "bf16 autocast" if dtype else "fp32"}
-            _reset_peak(device)
+            reset_peak_memory(device)
 
             def forward(model: torch.nn.Module = model, dtype: torch.dtype | None = dtype) -> None:
                 with torch.no_grad(), _autocast(device, dtype):
                     model(image)
 
             try:
-                times = _timed_ms(forward, device, sizes.warmup, sizes.timed)
+                times = time_step(forward, device, sizes.timed, warmup=sizes.warmup)
             except torch.OutOfMemoryError as err:
                 row |= {"status": "oom", "note": one_line(err)}
                 ctx.problem(f"{head} {row['precision']}: out of memory")
             else:
                 median = statistics.median(times)
                 row |= {"status": "ok", "times_ms": times, "median_ms": median, "images_per_s": 1e3 / median}
-                row |= {"peak_memory_gib": _peak_gib(device), "weights_gib": weights_gib}
+                row |= {"peak_memory_gib": peak_memory(device)[0], "weights_gib": weights_gib}
             results.append(row)
             ctx.save()
         del model
@@ -824,19 +778,18 @@ def _step_ann_inference(ctx: StepContext) -> None:
 
 
 def _step_ann_train(ctx: StepContext) -> None:
-    """Training steps as ``anncore.train`` takes them (autocast forward, fp32 loss, SGD with the official
+    """Training steps as ``anncore.engine.train`` takes them (autocast forward, fp32 loss, SGD with the official
     settings, a gradient scaler for fp16 only) on random images and labels."""
-    from anncore.config import TrainConfig
-    from anncore.losses import SegmentationLoss
-    from anncore.train import amp_dtype, build_optimizer
 
     device, sizes = ctx.device, ctx.sizes
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # anncore.train's setting on CUDA
+        torch.backends.cudnn.benchmark = True  # anncore.engine.train's setting on CUDA
     height, width = sizes.crop
     recipe = TrainConfig(ohem_min_kept=sizes.ohem_min_kept)  # the official SGD, OHEM and aux-loss settings
     ctx.doc["setup"] = {"backbone": sizes.backbone, "head": "ann", "crop": [height, width], "batch": sizes.batch}
-    ctx.doc["setup"] |= {"optimizer": "SGD lr 0.01 momentum 0.9 weight decay 5e-4 (anncore.train.build_optimizer)"}
+    ctx.doc["setup"] |= {
+        "optimizer": "SGD lr 0.01 momentum 0.9 weight decay 5e-4 (anncore.engine.train.build_optimizer)"
+    }
     ctx.doc["setup"] |= {"loss": f"OHEM CE (0.7, {sizes.ohem_min_kept}/image) + 0.4 aux CE (SegmentationLoss)"}
     ctx.doc["setup"] |= {"data": "random images, random labels with an ignored band", "warmup": sizes.warmup}
     ctx.doc["setup"] |= {"timed": sizes.timed, "cudnn_benchmark": torch.backends.cudnn.benchmark}
@@ -875,16 +828,16 @@ def _step_ann_train(ctx: StepContext) -> None:
             scaler.update()
             losses.append(loss.item())
 
-        _reset_peak(device)
+        reset_peak_memory(device)
         try:
-            times = _timed_ms(step, device, sizes.warmup, sizes.timed)
+            times = time_step(step, device, sizes.timed, warmup=sizes.warmup)
         except torch.OutOfMemoryError as err:
             row |= {"status": "oom", "note": one_line(err)}
             ctx.problem(f"{row['precision']}: out of memory")
         else:
             median = statistics.median(times)
             row |= {"status": "ok", "times_ms": times, "median_ms": median}
-            row |= {"images_per_s": sizes.batch * 1e3 / median, "peak_memory_gib": _peak_gib(device)}
+            row |= {"images_per_s": sizes.batch * 1e3 / median, "peak_memory_gib": peak_memory(device)[0]}
             row["losses"] = losses
             if not all(math.isfinite(v) for v in losses):
                 ctx.problem(f"{row['precision']}: non-finite loss {losses}")
@@ -928,14 +881,14 @@ def _step_compile(ctx: StepContext) -> None:
                 return module(low, high)
 
         eager_out = run(head)
-        eager = _timed_ms(lambda: run(head), device, sizes.warmup, sizes.timed + 3)
+        eager = time_step(lambda: run(head), device, sizes.timed + 3, warmup=sizes.warmup)
         row |= {"eager_ms": statistics.median(eager)}
         ctx.save()
         begin = time.monotonic()
         compiled_out = run(compiled)
-        _synchronize(device)
+        synchronize(device)
         row["first_call_s"] = time.monotonic() - begin  # compilation included
-        fast = _timed_ms(lambda: run(compiled), device, sizes.warmup, sizes.timed + 3)
+        fast = time_step(lambda: run(compiled), device, sizes.timed + 3, warmup=sizes.warmup)
         diff = (compiled_out.float() - eager_out.float()).abs().max().item()
         row |= {"compiled_ms": statistics.median(fast), "speedup": statistics.median(eager) / statistics.median(fast)}
         row |= {"max_abs_diff": diff, "max_abs_output": eager_out.float().abs().max().item(), "status": "ok"}
@@ -955,7 +908,6 @@ def _step_compile(ctx: StepContext) -> None:
 # ------------------------------------------------------------------------------------------------------ training runs
 def _run_config(ctx: StepContext, out: Path, **settings: Any) -> Any:
     """A short AMP training run on the synthetic set (written under ``$ANNCORE_DATA``), via ``load_config``."""
-    from anncore.config import load_config
 
     sizes = ctx.sizes
     values: dict[str, Any] = {
@@ -985,8 +937,6 @@ def _run_config(ctx: StepContext, out: Path, **settings: Any) -> Any:
 
 def _write_yaml_config(config: Any, path: Path) -> Path:
     import yaml
-
-    from anncore.config import plain_config
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(plain_config(config), sort_keys=False))
@@ -1030,9 +980,6 @@ def _step_resume(ctx: StepContext) -> None:
     """An uninterrupted run (``load_config`` + ``train`` in this process); the same run as ``python -m anncore
     train`` in a subprocess, killed with SIGKILL once a few checkpoints exist; then ``resume=True`` (``--resume``)
     in this process: the two final checkpoints compared tensor by tensor."""
-    from anncore.checkpoint import load_checkpoint
-    from anncore.config import plain_config
-    from anncore.train import train
 
     work = ctx.work / "resume"
     straight = _run_config(ctx, work / "straight")
@@ -1123,7 +1070,7 @@ def _free_port() -> int:
 
 def _step_ddp(ctx: StepContext) -> None:
     """``torchrun --nproc_per_node=1 -m anncore train`` on a tiny synthetic config, then, because at world size 1
-    ``anncore.train`` joins no process group (it converts to SyncBatchNorm only for several GPU processes), a
+    ``anncore.engine.train`` joins no process group (it converts to SyncBatchNorm only for several GPU processes), a
     world-size-1 process group in this process: all_reduce, a DDP training step with SyncBatchNorm layers, and
     SyncBatchNorm's synchronising function (statistics -> all_gather -> gathered statistics) against BatchNorm."""
     device = ctx.device
@@ -1154,13 +1101,15 @@ def _step_ddp(ctx: StepContext) -> None:
     found = {key: metrics.get(key) for key in ("world_size", "sync_batchnorm", "device", "amp_dtype", "final_miou")}
     ctx.doc["torchrun"] |= {"metrics": found}
     ctx.doc["torchrun"]["sync_batchnorm_rule"] = (
-        "anncore.train.sync_batchnorm converts BatchNorm only when world_size > 1 on CUDA, and _init_distributed "
-        "joins a process group only when WORLD_SIZE > 1: at --nproc_per_node=1 metrics.json says "
+        "anncore.engine.train.sync_batchnorm converts BatchNorm only when world_size > 1 on CUDA, and "
+        "_init_distributed joins a process group only when WORLD_SIZE > 1: at --nproc_per_node=1 metrics.json says "
         "sync_batchnorm false by design; SyncBatchNorm and NCCL are checked below instead"
     )
     expected_sync = found["world_size"] and found["world_size"] > 1 and device.type == "cuda"
     if found["sync_batchnorm"] != bool(expected_sync):
-        ctx.problem(f"metrics.json sync_batchnorm {found['sync_batchnorm']}, anncore.train's rule says {expected_sync}")
+        ctx.problem(
+            f"metrics.json sync_batchnorm {found['sync_batchnorm']}, anncore.engine.train's rule says {expected_sync}"
+        )
     ctx.save()
     ctx.doc["process_group"] = _process_group_checks(ctx, backend)
     group = ctx.doc["process_group"]
@@ -1182,8 +1131,6 @@ def _process_group_checks(ctx: StepContext, backend: str) -> dict[str, Any]:
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel
 
-    from anncore.losses import SegmentationLoss
-
     device = ctx.device
     result: dict[str, Any] = {"backend": backend, "world_size": 1}
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -1198,7 +1145,7 @@ def _process_group_checks(ctx: StepContext, backend: str) -> dict[str, Any]:
         if not result["all_reduce_ok"]:
             ctx.problem("all_reduce at world size 1 changed the tensor")
         model = _build_ann(19, "small", "ann").to(device)
-        if device.type == "cuda":  # PyTorch's SyncBatchNorm runs on GPUs only (as anncore.train says)
+        if device.type == "cuda":  # PyTorch's SyncBatchNorm runs on GPUs only (as anncore.engine.train says)
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         result["syncbn_layers"] = sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
         net = DistributedDataParallel(model, device_ids=[0] if device.type == "cuda" else None)
@@ -1298,7 +1245,7 @@ def _step_notebooks(ctx: StepContext) -> None:
         )
     import papermill
 
-    from anncore.course import QUIET_KERNEL, load_parameters
+    from anncore.course.runner import QUIET_KERNEL, load_parameters
 
     notebooks_dir, params_dir = REPO / "notebooks", REPO / "params"
     target = ctx.out / "notebooks"
@@ -1364,3 +1311,11 @@ STEP_FUNCTIONS: dict[str, Callable[[StepContext], None]] = {
     "ddp": _step_ddp,
     "notebooks": _step_notebooks,
 }
+
+
+if __name__ == "__main__":
+    if importlib.util.find_spec("anncore") is None:  # pragma: no cover - run from a checkout without installing
+        sys.path.insert(0, str(REPO))
+    from anncore.__main__ import main
+
+    sys.exit(main(["gpu-check", *sys.argv[1:]]))

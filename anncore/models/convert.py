@@ -14,9 +14,9 @@
     for the 769x769 ones: read from the config text mmsegmentation stores in ``meta``, else from the file name.
 
 The key maps are explicit tables (:data:`OFFICIAL_RULES`, :data:`MMSEG_RULES`); the converted weights load strictly
-into :class:`~anncore.model.ANN` built with the matching architecture options (``stem``, ``aux_width``,
-``align_corners``, ``input_norm``), which the written file records, so :func:`~anncore.model.load_model` and every
-tool feeding ImageNet-normalised RGB images use the model as its authors did. Files are read with
+into :class:`~anncore.models.network.ANN` built with the matching architecture options (``stem``, ``aux_width``,
+``align_corners``, ``input_norm``), which the written file records, so :func:`~anncore.models.loading.load_model` and
+every tool feeding ImageNet-normalised RGB images use the model as its authors did. Files are read with
 ``torch.load(weights_only=True)``, the numpy scalar types of the official trainer allowed by name: a downloaded
 file never runs code.
 """
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from anncore.backbone import UntrainedBackboneWarning
-from anncore.checkpoint import read_torch_file, save_checkpoint
 from anncore.errors import BadInput
-from anncore.model import ANN
+from anncore.models.backbone import UntrainedBackboneWarning
+from anncore.models.checkpoint import read_torch_file, save_checkpoint
+from anncore.models.network import ANN
 
 SOURCES: tuple[str, ...] = ("official", "mmseg")
 
@@ -149,8 +149,8 @@ def convert_state_dict(
     state: dict[str, torch.Tensor], source: str, *, meta_config: str | None = None, align_corners: bool | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``state`` (a source's keys, as saved) -> this project's state dict and the ``model_config`` that
-    :class:`~anncore.model.ANN` loads it into strictly. Raises :class:`~anncore.errors.BadInput` naming the layout
-    assumed and the keys or shapes that do not fit it."""
+    :class:`~anncore.models.network.ANN` loads it into strictly. Raises :class:`~anncore.errors.BadInput` naming the
+    layout assumed and the keys or shapes that do not fit it."""
     if source not in SOURCES:
         raise BadInput(f"source must be one of {SOURCES}, got {source!r}")
     state = {key.removeprefix("module."): value for key, value in state.items()}
@@ -222,7 +222,7 @@ def convert_checkpoint(
     src: str | Path, source: str, dst: str | Path, *, align_corners: bool | None = None
 ) -> dict[str, Any]:
     """Read ``src`` as ``source`` saved it, convert it, check it loads strictly, and write ``dst`` (a model file
-    :func:`~anncore.model.load_model` reads); returns the ``model_config``."""
+    :func:`~anncore.models.loading.load_model` reads); returns the ``model_config``."""
     checkpoint = read_source(src, source)
     meta = checkpoint.get("meta")
     meta_config = meta.get("config") if isinstance(meta, dict) and isinstance(meta.get("config"), str) else None

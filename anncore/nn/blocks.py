@@ -21,7 +21,7 @@ Deliberate deviations from the official code, each small:
   it twice per forward on the same input, here once. Outputs are identical, but in training the official BatchNorm
   of that projection gets two running-statistics updates per step (effective momentum ``1 - 0.9**2 = 0.19``) where
   this gets one (0.1). Trained weights agree; the running statistics of that one BN settle at slightly different
-  values over a run. Evaluation of a converted checkpoint (:mod:`anncore.convert`) is unaffected: its statistics
+  values over a run. Evaluation of a converted checkpoint (:mod:`anncore.models.convert`) is unaffected: its statistics
   come with it.
 """
 
@@ -33,13 +33,9 @@ from typing import cast
 import torch
 from torch import nn
 
-from anncore.attention import AttnImplementation, attention, attention_weights, check_attn_implementation
-from anncore.pyramid import DEFAULT_POOL_SIZES, check_pool_sizes, pyramid_pool
-
-
-def _conv1x1_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    """Key/query projection: Conv1x1 (with bias, as official) -> BN -> ReLU."""
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+from anncore.nn.attention import AttnImplementation, attention, attention_weights, check_attn_implementation
+from anncore.nn.layers import conv_bn_relu
+from anncore.nn.pyramid import DEFAULT_POOL_SIZES, check_pool_sizes, pyramid_pool
 
 
 def check_feature(x: torch.Tensor, name: str, channels: int, block: str = "") -> None:
@@ -77,7 +73,7 @@ class SelfAttention2d(nn.Module):
     """The attention branch of every block (official ``_SelfAttentionBlock``, paper Eq. 1-2 with pyramid sampling).
 
     ``query = f_query(x_high)``, ``key = P(f_key(x_low))``, ``value = P(f_value(x_low))`` where ``P`` is pyramid
-    sampling (:func:`~anncore.pyramid.pyramid_pool`) or the identity when ``pool_sizes`` is ``None`` (non-local).
+    sampling (:func:`~anncore.nn.pyramid.pyramid_pool`) or the identity when ``pool_sizes`` is ``None`` (non-local).
     The output is ``W(softmax(Ck^-1/2 query key^T) value)``, with ``W`` a 1x1 conv whose weight and bias start at
     zero, so a fresh branch contributes exactly nothing.
 
@@ -91,7 +87,7 @@ class SelfAttention2d(nn.Module):
         pool_sizes: pyramid for keys/values, or ``None`` to attend to every pixel.
         share_query_key: use one module for query and key (APNB, non-local) or two (AFNB).
         attn_implementation: how attention is computed (``auto``, ``naive``, ``sdpa`` or one SDPA backend), see
-            :mod:`anncore.attention`.
+            :mod:`anncore.nn.attention`.
     """
 
     def __init__(
@@ -115,8 +111,8 @@ class SelfAttention2d(nn.Module):
         self.pool_sizes = None if pool_sizes is None else check_pool_sizes(pool_sizes)
         self.attn_implementation = check_attn_implementation(attn_implementation)
         self.last_attn_implementation: str | None = None
-        self.f_key = _conv1x1_bn_relu(low_in_channels, key_channels)
-        self.f_query = self.f_key if share_query_key else _conv1x1_bn_relu(high_in_channels, key_channels)
+        self.f_key = conv_bn_relu(low_in_channels, key_channels, 1, bias=True)
+        self.f_query = self.f_key if share_query_key else conv_bn_relu(high_in_channels, key_channels, 1, bias=True)
         self.f_value = nn.Conv2d(low_in_channels, value_channels, 1)
         self.W = nn.Conv2d(value_channels, out_channels, 1)
         nn.init.zeros_(self.W.weight)
@@ -153,7 +149,7 @@ class SelfAttention2d(nn.Module):
 
     def project(self, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The query of every pixel ``(B, H*W, Ck)`` and the keys ``(B, S, Ck)``: what :meth:`attention_rows`
-        scores. Computing them once lets an explorer score any query row in ``O(S)`` (:mod:`anncore.probe`).
+        scores. Computing them once lets an explorer score any query row in ``O(S)`` (:mod:`anncore.analysis.probe`).
 
         An inspection, not a training step: in train mode the projections' BatchNorm normalises with the batch's
         statistics, as :meth:`forward` does, but its running statistics and ``num_batches_tracked`` stay as they
@@ -251,7 +247,7 @@ class APNB(_SelfFusedBlock):
 
     ``APNB(512, 512, 256, 256, 0.05)`` as in the network has 920,576 parameters, as the official block.
     ``forward(x, return_attention=True)`` also returns the anchor weights ``(B, H*W, S)``; turn them into per-pixel
-    weights with :func:`anncore.pyramid.effective_attention`.
+    weights with :func:`anncore.nn.pyramid.effective_attention`.
     """
 
     def __init__(

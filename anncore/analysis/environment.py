@@ -1,4 +1,5 @@
-"""The machine the course runs on: device choice and an environment report (``python -m anncore info``)."""
+"""The environment report of ``python -m anncore info``, notebook 00 and every benchmark document: versions, the
+device ``auto`` picks, its memory, and which SDPA backends run there."""
 
 from __future__ import annotations
 
@@ -7,31 +8,10 @@ from importlib import metadata
 
 import torch
 
-from anncore.attention import available_sdpa_backends
-from anncore.errors import BadInput
+from anncore.device import pick_device
+from anncore.nn.attention import available_sdpa_backends
 
 REPORTED_PACKAGES = ("torch", "torchvision", "numpy", "matplotlib", "ipywidgets", "jupyterlab", "papermill")
-
-
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; any other value is passed to ``torch.device`` and checked."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        picked = torch.device(device)
-    except RuntimeError as err:
-        raise BadInput(f"device must be 'auto', 'cpu', 'cuda[:i]' or 'mps', got {device!r}") from err
-    if picked.type == "cuda" and not torch.cuda.is_available():
-        raise BadInput(f"device {device!r} asked for, but torch {torch.__version__} sees no CUDA GPU; use 'auto'")
-    if picked.type == "mps" and not torch.backends.mps.is_available():
-        raise BadInput(f"device {device!r} asked for, but MPS is not available here; use 'auto'")
-    return picked
 
 
 def _version(package: str) -> str:

@@ -15,8 +15,8 @@ Outputs in ``OUT`` (written by rank 0 only):
 * ``log.jsonl``: one JSON record per line, ``{"kind": "train", "iter", "loss", "loss_main", "loss_aux", "lr",
   "images_per_s", ...}`` every ``log_every`` iterations and ``{"kind": "val", "iter", "miou", "pixel_acc", "iou"}``
   after each validation;
-* ``checkpoint.pt``: written atomically (:mod:`anncore.checkpoint`) every ``checkpoint_every`` iterations and at the
-  end; ``--resume`` continues from it;
+* ``checkpoint.pt``: written atomically (:mod:`anncore.models.checkpoint`) every ``checkpoint_every`` iterations and at
+the   end; ``--resume`` continues from it;
 * ``metrics.json``: at the end, final and best mIoU, per-class IoU, images/s, peak memory, wall time, the config.
 
 **Progress.** Rank 0 shows it (:mod:`anncore.progress`): a tqdm bar when standard output is a terminal, else one
@@ -81,16 +81,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from anncore.attention import SDPA_BACKENDS, available_sdpa_backends
-from anncore.checkpoint import (
-    capture_rng_state,
-    interrupts_held_back,
-    load_checkpoint,
-    non_finite,
-    restore_rng_state,
-    save_checkpoint,
-)
-from anncore.config import (
+from anncore.device import peak_memory, pick_device, reset_peak_memory
+from anncore.engine.config import (
     RESUME_MAY_CHANGE,
     ConfigError,
     TrainConfig,
@@ -100,23 +92,27 @@ from anncore.config import (
     load_config,
     plain_config,
 )
-from anncore.env import pick_device
+from anncore.engine.evaluate import confusion_over, model_logits
+from anncore.engine.losses import SegmentationLoss
+from anncore.engine.rng import capture_rng_state, restore_rng_state
+from anncore.engine.sampler import ResumableBatchSampler, SeededSamples
 from anncore.errors import BadInput, OutputInUse
-from anncore.evaluate import confusion_over, model_logits
 from anncore.files import json_safe, output_lock, write_json
-from anncore.losses import SegmentationLoss
-from anncore.model import ANN
+from anncore.interrupts import interrupts_held_back
+from anncore.models.checkpoint import load_checkpoint, non_finite, save_checkpoint
+from anncore.models.network import ANN
+from anncore.nn.attention import SDPA_BACKENDS, available_sdpa_backends
+from anncore.nn.pyramid import DEFAULT_POOL_SIZES
 from anncore.progress import Progress
-from anncore.pyramid import DEFAULT_POOL_SIZES
-from anncore.sampler import ResumableBatchSampler, SeededSamples
 
 if TYPE_CHECKING:
-    from anncore.attention import AttnImplementation
     from anncore.data import CityscapesSegmentation
+    from anncore.nn.attention import AttnImplementation
 
 
 def build_model(config: TrainConfig, num_classes: int | None = None) -> ANN:
-    """The :class:`~anncore.model.ANN` a configuration trains (Cityscapes' 19 classes unless told otherwise)."""
+    """The :class:`~anncore.models.network.ANN` a configuration trains (Cityscapes' 19 classes unless told
+    otherwise)."""
     if num_classes is None:
         from anncore.data import NUM_CLASSES
 
@@ -317,7 +313,7 @@ def validate(
     ctx: _Dist | None = None,
 ) -> dict[str, Any]:
     """Whole-image, single-scale mIoU on ``dataset`` (official validation), sharded over processes: the one
-    evaluation loop (:func:`anncore.evaluate.confusion_over`) with autocast and the memory format of training.
+    evaluation loop (:func:`anncore.engine.evaluate.confusion_over`) with autocast and the memory format of training.
 
     Leaves ``model`` in eval mode; the caller puts it back in training mode.
     """
@@ -338,18 +334,6 @@ def validate(
     if ctx.world_size > 1:
         dist.all_reduce(confusion.matrix)
     return confusion.compute()
-
-
-def _peak_memory(device: torch.device) -> tuple[float | None, str]:
-    """Peak memory in GiB: allocated tensors on CUDA, else the process's max RSS (Unix; ``None`` on Windows)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30, "cuda max_memory_allocated"
-    try:
-        import resource
-    except ImportError:
-        return None, "unavailable"
-    scale = 2**30 if sys.platform == "darwin" else 2**20  # bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, "process max RSS"
 
 
 def _resume_state(config: TrainConfig, path: Path, main: bool = True) -> dict[str, Any] | None:
@@ -479,8 +463,7 @@ class _Run:
         self.log = _Log(self.out / "log.jsonl", ctx.main, keep_until=self.resumed_from)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.train_seconds, self.images_seen = 0.0, 0
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_memory(device)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -625,7 +608,7 @@ class _Run:
         from anncore.data import CLASS_NAMES
 
         final, elapsed = self.progress["last_val"], time.perf_counter() - self.started
-        peak, peak_kind = _peak_memory(self.device)
+        peak, peak_kind = peak_memory(self.device)
         dtype = self.autocast_dtype
         return {
             "final_miou": final["miou"],

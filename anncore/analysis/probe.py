@@ -3,14 +3,15 @@
 * :func:`capture_attention` records the inputs of every NL/APNB/AFNB block during an ordinary forward (hooks, the
   model's code path unchanged) and :class:`CapturedAttention` recomputes the weights of chosen query pixels from them
   in ``O(N)`` memory; :func:`pixel_attention` turns them into per-pixel maps (APNB's anchors through the exact
-  non-local form, :func:`anncore.pyramid.effective_attention`) and :func:`region_mass` measures where they go.
+  non-local form, :func:`anncore.nn.pyramid.effective_attention`) and :func:`region_mass` measures where they go.
 * A query pixel of the image and its cell on the stride-8 feature grid are related by :func:`image_to_cell` and
   :func:`cell_centre`.
 * For untrained blocks: :func:`with_visible_attention` gives a fresh block a non-zero ``W`` (in place, the one
   function here that edits weights), :func:`image_features` transparent hand-made features of an image and
   :func:`class_queries` a typical query pixel per class.
 
-The figures drawn from these live in :mod:`anncore.viz`, the interactive explorer in :mod:`anncore.widgets`.
+The figures drawn from these live in :mod:`anncore.course.viz`, the interactive explorer in
+:mod:`anncore.course.widgets`.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anncore.attention import attention_weights
-from anncore.blocks import AFNB, APNB, NonLocal2d, SelfAttention2d
-from anncore.pyramid import effective_attention
+from anncore.nn.attention import attention_weights
+from anncore.nn.blocks import AFNB, APNB, NonLocal2d, SelfAttention2d
+from anncore.nn.pyramid import effective_attention
 
 ArrayLike = np.ndarray | torch.Tensor
 #: The blocks :func:`capture_attention` records, and the names it gives them.
@@ -153,7 +154,7 @@ def pixel_attention(weights: torch.Tensor, key_size: tuple[int, int], pool_sizes
     """Attention rows ``(..., S)`` as per-pixel maps ``(..., h, w)`` over the ``key_size`` key/value map.
 
     A non-local row (``pool_sizes=None``, ``S = h w``) is reshaped; APNB/AFNB anchor weights become the weights of
-    the non-local block they equal, ``w_p = sum_j a_j / |cell_j|`` (:func:`anncore.pyramid.effective_attention`,
+    the non-local block they equal, ``w_p = sum_j a_j / |cell_j|`` (:func:`anncore.nn.pyramid.effective_attention`,
     paper Sec. 3.3).
     """
     h, w = key_size
@@ -173,7 +174,7 @@ class CapturedAttention:
 
     Attributes:
         name: ``"AFNB"``, ``"APNB"`` or ``"NL"`` (with the module's path when a model has several of one kind).
-        attention: the block's :class:`~anncore.blocks.SelfAttention2d`.
+        attention: the block's :class:`~anncore.nn.blocks.SelfAttention2d`.
         low: ``(B, C_low, h, w)`` keys/values input (``high`` itself for APNB and NL).
         high: ``(B, C_high, h, w)`` queries input.
     """
@@ -213,7 +214,7 @@ class CapturedAttention:
 
     @cached_property
     def projected(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Queries of every pixel and the keys (:meth:`anncore.blocks.SelfAttention2d.project`), computed once, in
+        """Queries of every pixel and the keys (:meth:`anncore.nn.blocks.SelfAttention2d.project`), computed once, in
         eval mode: the projections are the costly part (a 1x1 conv over 2048 channels for AFNB at full resolution),
         so a new query after the first costs one ``(1, Ck) x (Ck, S)`` product and a softmax."""
         training = self.attention.training
@@ -243,9 +244,9 @@ def capture_attention(model: nn.Module, *inputs: torch.Tensor) -> tuple[Any, dic
     """Run ``model(*inputs)`` in eval mode (and leave it there) without gradients, recording every NL/APNB/AFNB
     block's inputs.
 
-    Forward pre-hooks on the blocks' :class:`~anncore.blocks.SelfAttention2d` branches store the ``(low, high)``
+    Forward pre-hooks on the blocks' :class:`~anncore.nn.blocks.SelfAttention2d` branches store the ``(low, high)``
     tensors they are called with and are removed afterwards, so the forward is the model's own (any attention path,
-    fused SDPA included, which returns no weights). Works on an :class:`~anncore.model.ANN` (its blocks are
+    fused SDPA included, which returns no weights). Works on an :class:`~anncore.models.network.ANN` (its blocks are
     ``model.head.afnb``, ``.apnb``, ``.nl``) and on a bare block alike.
 
     Returns:

@@ -5,18 +5,19 @@ notebook shows it exactly once, as the cell's value) and returns it. Every ``dra
 ``Axes`` it is given (or a new one) and returns that ``Axes``, so notebooks can compose panels. Nothing here changes
 global matplotlib state.
 
-Conventions, shared with :mod:`anncore.pyramid`:
+Conventions, shared with :mod:`anncore.nn.pyramid`:
 
 * a feature map is ``(H, W)``; pixel ``(r, c)`` is drawn centred on data coordinates ``(x=c, y=r)``;
 * attention weights are ``(N, S)`` rows (``N = H*W`` queries, row-major); ``S = N`` for the non-local block and
   ``S = 110`` anchors for APNB/AFNB (pyramid sampling, official ``PSPModule``), ordered level by level, each level
   row-major;
-* an anchor's pooling cell is the real ``AdaptiveAvgPool2d`` cell from :func:`anncore.pyramid.cell_bounds`, so
+* an anchor's pooling cell is the real ``AdaptiveAvgPool2d`` cell from :func:`anncore.nn.pyramid.cell_bounds`, so
   overlapping cells (size not divisible by the grid) are drawn as they are, overlapping.
 
-What is plotted is computed in :mod:`anncore.probe` (captured attention of a trained model, hand-made features,
+What is plotted is computed in :mod:`anncore.analysis.probe` (captured attention of a trained model, hand-made features,
 blocks with visible attention); :func:`attention_overlay` and :func:`anchor_level_maps` render it as arrays (fast
-enough for a slider, for :mod:`anncore.widgets`), :func:`plot_query_attention` and :func:`plot_prediction` as figures.
+enough for a slider, for :mod:`anncore.course.widgets`), :func:`plot_query_attention` and :func:`plot_prediction` as
+figures.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch, Rectangle
 
+from anncore.analysis.probe import ArrayLike, cell_centre, to_float64
 from anncore.data.labels import CLASS_NAMES, IGNORE_INDEX, PALETTE, colorize
-from anncore.probe import ArrayLike, cell_centre, to_float64
-from anncore.pyramid import (
+from anncore.nn.pyramid import (
     DEFAULT_POOL_SIZES,
     cell_bounds,
     check_pool_sizes,
@@ -58,7 +59,7 @@ def _opacity(weights: np.ndarray, peak: float, alpha: float) -> np.ndarray | flo
 
 def anchor_grids(values: ArrayLike, pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES) -> list[np.ndarray]:
     """Split ``S`` per-anchor values (e.g. one query's anchor weights) into one ``(s, s)`` grid per pyramid level,
-    undoing the level-by-level, row-major flattening of :func:`anncore.pyramid.pyramid_pool`."""
+    undoing the level-by-level, row-major flattening of :func:`anncore.nn.pyramid.pyramid_pool`."""
     flat = to_float64(values).reshape(-1)
     sizes = check_pool_sizes(pool_sizes)
     if flat.size != num_anchors(sizes):
@@ -110,7 +111,7 @@ def plot_pyramid_sampling(
     """Pyramid sampling of one ``(H, W)`` feature channel (official ``PSPModule``), one column per level.
 
     Top row: the map with that level's pooling cells drawn over it. Bottom row: the ``s x s`` anchors that
-    average pooling makes of it (computed by :func:`anncore.pyramid.pyramid_pool`). The suptitle counts the anchors.
+    average pooling makes of it (computed by :func:`anncore.nn.pyramid.pyramid_pool`). The suptitle counts the anchors.
     """
     fmap = to_float64(feature_map)
     if fmap.ndim != 2:
@@ -207,7 +208,7 @@ def plot_attention_maps(
 
     Args:
         maps: column title -> ``(Q, h, w)`` weights of each query over the ``h x w`` key positions (a row of the
-            attention matrix reshaped, or :func:`anncore.pyramid.effective_attention` for APNB/AFNB).
+            attention matrix reshaped, or :func:`anncore.nn.pyramid.effective_attention` for APNB/AFNB).
         queries: ``Q`` query positions ``(row, col)`` on the ``h x w`` grid, marked with a cyan cross.
         image: optional ``(H, W, 3)`` image the maps are drawn over, in grey so that the colour map reads (each map
             cell becomes a block of the image).
@@ -271,11 +272,17 @@ def plot_attention_maps(
 
 
 def draw_attention_matrix(
-    weights: ArrayLike, rows: Sequence[int] = (), ax: Axes | None = None, log: bool = True, title: str = ""
+    weights: ArrayLike,
+    rows: Sequence[int] = (),
+    ax: Axes | None = None,
+    log: bool = True,
+    title: str = "",
+    row_labels: Sequence[str] = (),
 ) -> Axes:
     """The ``(N, S)`` attention matrix as an image (the non-local block's ``N x N`` or APNB/AFNB's ``N x S``), with
-    the given query rows marked by cyan lines. ``log`` uses a log colour scale over six decades below the peak, since
-    softmax rows span orders of magnitude."""
+    the given query rows marked by cyan lines, each named by its entry of ``row_labels`` (if given) at the line's
+    left end. ``log`` uses a log colour scale over six decades below the peak, since softmax rows span orders of
+    magnitude."""
     matrix = to_float64(weights)
     if matrix.ndim != 2:
         raise ValueError(f"weights must be (N, S), got shape {matrix.shape}")
@@ -283,8 +290,12 @@ def draw_attention_matrix(
     norm = LogNorm(vmin=matrix.max() * 1e-6, vmax=matrix.max(), clip=True) if log else None
     shown = ax.imshow(matrix, cmap=ATTENTION_CMAP, norm=norm, aspect="auto", interpolation="antialiased")
     ax.figure.colorbar(shown, ax=ax, label="attention weight" + (" (log scale)" if log else ""))
-    for row in rows:
+    if row_labels and len(row_labels) != len(rows):
+        raise ValueError(f"row_labels must name each of the {len(rows)} rows, got {len(row_labels)}")
+    for k, row in enumerate(rows):
         ax.axhline(row, color="cyan", linewidth=1.0)
+        if row_labels:
+            ax.text(0.01 * matrix.shape[1], row, row_labels[k], color="cyan", fontsize=8, va="bottom")
     ax.set_xlabel(f"key position j  (S = {matrix.shape[1]})")
     ax.set_ylabel(f"query position i  (N = {matrix.shape[0]})")
     ax.set_title(title or f"attention matrix {matrix.shape[0]} x {matrix.shape[1]}", fontsize=10)

@@ -11,7 +11,7 @@
     official code's ``deepbase_resnet101_dilated8``: three 3x3 convs 64-64-128, max-pool with ``ceil_mode=True``,
     so ``layer1`` takes 128 channels; MendelXu/ANN ``models/backbones/resnet/resnet_models.py``) or ``mmseg``
     (mmsegmentation's ``ResNetV1c``: 3x3 convs 32-32-64, ``ceil_mode=False``; ``mmseg/models/backbones/resnet.py``).
-    The deep stems exist for the converted checkpoints of :mod:`anncore.convert`.
+    The deep stems exist for the converted checkpoints of :mod:`anncore.models.convert`.
 ``small``
     a few conv-BN-ReLU layers for CPU runs of the whole pipeline on the synthetic set (:class:`SmallBackbone`).
 
@@ -30,8 +30,9 @@ import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, ResNet101_Weights, resnet50, resnet101
 
-from anncore.checkpoint import read_torch_file
 from anncore.errors import BadInput
+from anncore.models.checkpoint import read_torch_file
+from anncore.nn.layers import conv_bn_relu
 
 BACKBONES: tuple[str, ...] = ("resnet50", "resnet101", "small")
 _RESNETS = {
@@ -134,14 +135,6 @@ class ResNetBackbone(nn.Module):
         return low, self.layer4(low)
 
 
-def _conv3x3_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
 class SmallBackbone(nn.Module):
     """A CPU-sized stand-in for the dilated ResNet with the same interface: ``(low 64 ch, high 128 ch)`` at stride 8.
 
@@ -157,9 +150,17 @@ class SmallBackbone(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Sequential(_conv3x3_bn_relu(3, 24, 2), _conv3x3_bn_relu(24, 32, 2), _conv3x3_bn_relu(32, 64, 2))
-        self.layer3 = nn.Sequential(_conv3x3_bn_relu(64, 64), _conv3x3_bn_relu(64, self.low_channels))
-        self.layer4 = nn.Sequential(_conv3x3_bn_relu(self.low_channels, 128), _conv3x3_bn_relu(128, self.high_channels))
+        self.stem = nn.Sequential(
+            conv_bn_relu(3, 24, 3, bias=False, stride=2),
+            conv_bn_relu(24, 32, 3, bias=False, stride=2),
+            conv_bn_relu(32, 64, 3, bias=False, stride=2),
+        )
+        self.layer3 = nn.Sequential(
+            conv_bn_relu(64, 64, 3, bias=False), conv_bn_relu(64, self.low_channels, 3, bias=False)
+        )
+        self.layer4 = nn.Sequential(
+            conv_bn_relu(self.low_channels, 128, 3, bias=False), conv_bn_relu(128, self.high_channels, 3, bias=False)
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 3, H, W)`` -> ``(low, high)``, each ``(B, C, ceil(H/8), ceil(W/8))``."""

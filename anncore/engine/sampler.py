@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from anncore.checkpoint import seeded
-from anncore.config import ConfigError
+from anncore.engine.config import ConfigError
+from anncore.engine.rng import seeded
 
 
 class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):

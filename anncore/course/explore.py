@@ -1,12 +1,12 @@
 """The attention explorer on your own photos, from the command line: ``python -m anncore explore``.
 
 ``python -m anncore explore --checkpoint CK photo.jpg ... --out DIR`` builds the same
-:class:`~anncore.widgets.AttentionExplorer` that notebook 09 shows, on the photos instead of validation images, and
-writes its static figure (:meth:`~anncore.widgets.AttentionExplorer.figure`: where one query pixel looks, per block,
-with the anchor levels) for a few query cells of every block of every photo. In Jupyter, build the explorer from
-:func:`photo_samples` and move the query with the sliders. The checkpoint may be the course model (``course``), a
-training run, or a converted official or mmsegmentation checkpoint (:mod:`anncore.convert`); photos are fed as every
-tool here feeds images (RGB, ImageNet-normalised; the model converts them to what its weights expect).
+:class:`~anncore.course.widgets.AttentionExplorer` that notebook 09 shows, on the photos instead of validation images,
+and writes its static figure (:meth:`~anncore.course.widgets.AttentionExplorer.figure`: where one query pixel looks,
+per block, with the anchor levels) for a few query cells of every block of every photo. In Jupyter, build the explorer
+from :func:`photo_samples` and move the query with the sliders. The checkpoint may be the course model (``course``), a
+training run, or a converted official or mmsegmentation checkpoint (:mod:`anncore.models.convert`); photos are fed as
+every tool here feeds images (RGB, ImageNet-normalised; the model converts them to what its weights expect).
 """
 
 from __future__ import annotations
@@ -88,9 +88,9 @@ def explore_photos(
     rows or columns would repeat cells)."""
     from matplotlib.figure import Figure
 
-    from anncore.env import pick_device
-    from anncore.model import load_model
-    from anncore.widgets import AttentionExplorer
+    from anncore.course.widgets import AttentionExplorer
+    from anncore.device import pick_device
+    from anncore.models.loading import load_model
 
     check_cells(per_side, max_cells)
     model = load_model(checkpoint, map_location=pick_device(device))

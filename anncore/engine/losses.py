@@ -81,7 +81,7 @@ def ohem_cross_entropy(
 
 
 class SegmentationLoss(nn.Module):
-    """``main + aux_weight * aux`` for the dict that :class:`anncore.model.ANN` returns in training mode.
+    """``main + aux_weight * aux`` for the dict that :class:`anncore.models.network.ANN` returns in training mode.
 
     Args:
         aux_weight: weight of the auxiliary CE (official 0.4); the ``aux`` output is ignored when 0.

@@ -25,6 +25,7 @@ wherever ``naive`` does, and is never slower in memory.
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal, cast, get_args
 
 import torch
@@ -122,17 +123,30 @@ def attention(
         ) from err
 
 
-def available_sdpa_backends(device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict[str, bool]:
-    """Which SDPA backends run a small ANN-shaped problem (Ck = Cv = 64) on ``device`` in ``dtype``.
+def sdpa_backend_report(
+    device: torch.device | str, dtype: torch.dtype = torch.float32, channels: int = 64, n: int = 16
+) -> tuple[dict[str, bool], dict[str, str]]:
+    """Which SDPA backends run ``attention(q, q, q)`` with ``q (1, n, channels)`` on ``device`` in ``dtype``, and,
+    for those that cannot, PyTorch's reasons (its warnings, else the error's last line).
 
     Each backend is forced in turn on a real call, so the answer reflects this build, device and dtype, not a list.
     """
-    q = torch.randn(1, 16, 64, device=device, dtype=dtype)
-    result = {}
+    q = torch.randn(1, n, channels, device=device, dtype=dtype)
+    runs, why = {}, {}
     for name in SDPA_BACKENDS:
-        try:
-            attention(q, q, q, attn_implementation=name)  # type: ignore[arg-type]
-            result[name] = True
-        except RuntimeError:
-            result[name] = False
-    return result
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                attention(q, q, q, attn_implementation=name)  # type: ignore[arg-type]
+                runs[name] = True
+            except RuntimeError as err:
+                runs[name] = False
+                reasons = [str(w.message).splitlines()[0] for w in caught] or [str(err).splitlines()[-1]]
+                why[name] = " | ".join(dict.fromkeys(reasons))[:400]
+    return runs, why
+
+
+def available_sdpa_backends(device: torch.device | str, dtype: torch.dtype = torch.float32) -> dict[str, bool]:
+    """Which SDPA backends run a small ANN-shaped problem (Ck = Cv = 64) on ``device`` in ``dtype``
+    (:func:`sdpa_backend_report`)."""
+    return sdpa_backend_report(device, dtype)[0]

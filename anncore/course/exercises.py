@@ -10,7 +10,7 @@ The convention every notebook follows (``tests/test_exercises.py`` holds them to
 
 :func:`check` runs the test on the reader's function and prints ``correct``, ``not written yet`` or ``not yet`` with
 the failed assertion's message, which names the mistake. While the reader's function is missing or wrong it runs the
-same test on the reference solution in :mod:`anncore.solutions`, so that every run of a notebook (CI's included)
+same test on the reference solution in :mod:`anncore.course.solutions`, so that every run of a notebook (CI's included)
 proves the reference, and returns it, so the cells after the exercise keep working; it says so. *Run All* therefore
 never replaces the reader's attempt: the attempt is the only definition in the notebook.
 
@@ -52,8 +52,8 @@ def _verdict(test: Callable[[Solution], None], function: Solution) -> str | None
 def check(name: str, test: Callable[[Solution], None], attempt: Solution, reference: Solution) -> Solution:
     """Judge the reader's ``attempt`` with ``test`` and print the verdict; returns the function the cells below use.
 
-    That is ``attempt`` when it passes. Otherwise ``reference`` (from :mod:`anncore.solutions`) must pass the same
-    test, else :class:`ReferenceSolutionFailed` is raised: the check itself is wrong, and the notebook stops there.
+    That is ``attempt`` when it passes. Otherwise ``reference`` (from :mod:`anncore.course.solutions`) must pass the
+    same test, else :class:`ReferenceSolutionFailed` is raised: the check itself is wrong, and the notebook stops there.
     """
     problem = _verdict(test, attempt)
     if problem is None:

@@ -156,8 +156,8 @@ def cue_settings(
 ) -> SceneSettings:
     """The :func:`board_swap` arguments for a checkpoint: ``size`` and ``seed`` default to those of the synthetic
     set it was trained on (its recorded training config), else 128x256 and seed 0."""
-    from anncore.checkpoint import load_checkpoint
     from anncore.data.root import SYNTHETIC, synthetic_set_of
+    from anncore.models.checkpoint import load_checkpoint
 
     config = load_checkpoint(checkpoint).get("config", {})
     synthetic = synthetic_set_of(config)

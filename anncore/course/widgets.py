@@ -1,8 +1,8 @@
 """Interactive views for notebooks (ipywidgets): :class:`AttentionExplorer`, where a query pixel looks in NL, APNB
 and AFNB.
 
-Everything shown is computed by the pure functions of :mod:`anncore.viz`; this module only wires them to widgets.
-The maps are rendered to PNG directly from numpy (:func:`anncore.viz.attention_overlay`) rather than through
+Everything shown is computed by the pure functions of :mod:`anncore.course.viz`; this module only wires them to widgets.
+The maps are rendered to PNG directly from numpy (:func:`anncore.course.viz.attention_overlay`) rather than through
 matplotlib, so a slider move costs the block's projections plus a few milliseconds of drawing; ``last_update_ms``
 says how long the last one took. :meth:`AttentionExplorer.figure` draws the current view as a static matplotlib
 figure, for notebooks read without a kernel.
@@ -26,11 +26,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
+from anncore.analysis.probe import CapturedAttention, capture_attention, cell_centre, image_to_cell, pixel_attention
+from anncore.course.viz import anchor_grids, anchor_level_maps, attention_overlay, plot_query_attention
 from anncore.data.labels import colorize
 from anncore.data.transforms import denormalize
-from anncore.probe import CapturedAttention, capture_attention, cell_centre, image_to_cell, pixel_attention
-from anncore.pyramid import DEFAULT_POOL_SIZES
-from anncore.viz import anchor_grids, anchor_level_maps, attention_overlay, plot_query_attention
+from anncore.nn.pyramid import DEFAULT_POOL_SIZES
 
 IMAGE_CLASS = "ann-attention-image"  # CSS classes, so a browser test can find the elements
 ANCHOR_CLASS = "ann-anchor-image"
@@ -66,7 +66,7 @@ class QueryView:
     """What the explorer shows: one block's attention for one query cell of one image.
 
     ``anchor_weights`` is ``(S,)`` for APNB/AFNB and ``None`` for a non-local block; ``pixel_map`` is ``(h, w)``
-    over the key map (:func:`anncore.probe.pixel_attention`).
+    over the key map (:func:`anncore.analysis.probe.pixel_attention`).
     """
 
     image_index: int
@@ -91,9 +91,9 @@ class AttentionExplorer:
     """Choose an image, a block and a query pixel; see where that pixel takes its context from (NL, APNB, AFNB).
 
     Args:
-        model: a segmentation network with NL/APNB/AFNB blocks (e.g. :func:`anncore.model.load_model`'s
-            :class:`~anncore.model.ANN`), on any device; it is put in eval mode. Its output may be a logits tensor
-            or a dict with ``"out"`` logits at the input size.
+        model: a segmentation network with NL/APNB/AFNB blocks (e.g. :func:`anncore.models.loading.load_model`'s
+            :class:`~anncore.models.network.ANN`), on any device; it is put in eval mode. Its output may be a logits
+            tensor or a dict with ``"out"`` logits at the input size.
         samples: where images come from (:class:`SegmentationSamples`).
         indices: which samples the image menu offers (default: the first ten).
         names: menu names of those samples (default: ``samples.image_id(i)`` when it exists, else ``image i``).
@@ -101,14 +101,14 @@ class AttentionExplorer:
         zoom: integer factor the images are enlarged by for display (default: the smallest that makes them at
             least :data:`DISPLAY_WIDTH` pixels wide), so small synthetic images are not blurred by the browser.
         without_pyramid: also offer each APNB/AFNB with its pyramid removed
-            (:meth:`anncore.probe.CapturedAttention.without_pyramid`: the non-local block with the same trained
+            (:meth:`anncore.analysis.probe.CapturedAttention.without_pyramid`: the non-local block with the same trained
             projections), to compare the two on one query.
 
     Widgets: a menu of images and one of blocks (``AFNB``, ``APNB``, ``NL``: those the model has), row and column
     sliders for the query cell, the image with the block's per-pixel attention (CSS class ``ann-attention-image``),
     the anchor weights on each pyramid level's grid (``ann-anchor-image``; APNB/AFNB only) and the prediction next
     to the label (``ann-prediction-image``). Display it as a notebook cell's value. Changing the image runs one
-    forward; moving the query only recomputes the chosen row (:meth:`anncore.probe.CapturedAttention.rows`).
+    forward; moving the query only recomputes the chosen row (:meth:`anncore.analysis.probe.CapturedAttention.rows`).
     """
 
     def __init__(
@@ -208,7 +208,7 @@ class AttentionExplorer:
         return cast(QueryView, self._refresh())  # not None: the controls are no longer being set
 
     def view(self) -> QueryView:
-        """The current view's numbers, from :class:`anncore.probe.CapturedAttention` (nothing cached)."""
+        """The current view's numbers, from :class:`anncore.analysis.probe.CapturedAttention` (nothing cached)."""
         captured = self.capture.blocks[self.block_menu.value]
         weights = captured.rows([self.cell])[0, 0]
         pixel_map = pixel_attention(weights, captured.key_size, captured.pool_sizes)
@@ -216,7 +216,7 @@ class AttentionExplorer:
         return QueryView(self.image_menu.value, self.block_menu.value, self.cell, anchors, pixel_map)
 
     def figure(self) -> Figure:
-        """The current view as a static figure (:func:`anncore.viz.plot_query_attention`)."""
+        """The current view as a static figure (:func:`anncore.course.viz.plot_query_attention`)."""
         view = self.view()
         captured = self.capture.blocks[view.block]
         return plot_query_attention(

@@ -1,6 +1,6 @@
 """Reference solutions of the notebooks' exercises: open this file only when you are stuck.
 
-A notebook never shows these. Each exercise's check (:func:`anncore.exercises.check`) judges the reader's own
+A notebook never shows these. Each exercise's check (:func:`anncore.course.exercises.check`) judges the reader's own
 function; while it is missing or wrong, the check runs the same test on the reference solution here (so every run of a
 notebook, in CI too, proves each reference) and hands it to the cells below, saying so. Each function has the
 signature of the exercise it solves and is named after it; the notebook and section are given in its docstring.
@@ -14,11 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anncore.attention import attention_weights
-from anncore.blocks import AFNB, APNB
 from anncore.data.labels import CLASS_NAMES, IGNORE_INDEX, LABELS, NUM_CLASSES
-from anncore.model import ANN
-from anncore.pyramid import DEFAULT_POOL_SIZES, cell_bounds, pyramid_pool
+from anncore.models.network import ANN
+from anncore.nn.attention import attention_weights
+from anncore.nn.blocks import AFNB, APNB
+from anncore.nn.pyramid import DEFAULT_POOL_SIZES, cell_bounds, pyramid_pool
 
 
 def build_nonlocal(in_channels: int, out_channels: int, key_channels: int, value_channels: int) -> torch.nn.Module:

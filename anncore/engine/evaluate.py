@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from anncore.config import finite
 from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, denormalize, train_id_to_label_id
+from anncore.engine.config import finite
+from anncore.engine.metrics import ConfusionMatrix
 from anncore.errors import BadInput
 from anncore.files import write_json
-from anncore.metrics import ConfusionMatrix
 from anncore.progress import progress
 
 if TYPE_CHECKING:
@@ -260,9 +260,9 @@ def evaluation_data_root(checkpoint: str | Path, data_root: str | Path | None = 
     """Where to evaluate ``checkpoint``: the one data-root rule (:func:`~anncore.data.root.resolve_data_root`), the
     synthetic set being the one the checkpoint was trained on (its recorded config, e.g. the course model's 128x256
     set of 400 + 30 scenes)."""
-    from anncore.checkpoint import load_checkpoint
     from anncore.data.root import resolve_data_root, synthetic_set_of
-    from anncore.model import resolve_checkpoint
+    from anncore.models.checkpoint import load_checkpoint
+    from anncore.models.loading import resolve_checkpoint
 
     trained = load_checkpoint(resolve_checkpoint(checkpoint)).get("config", {})
     return resolve_data_root(data_root, synthetic_set_of(trained))
@@ -281,8 +281,8 @@ def run_evaluation(
     """``python -m anncore evaluate``: load a training checkpoint, evaluate a split, write ``OUT/metrics.json`` and
     (with ``save_predictions``) ``OUT/predictions/{city}_{seq}_{frame}_pred.png`` plus colour overlays."""
     from anncore.data import CityscapesSegmentation, val_transforms
-    from anncore.env import pick_device
-    from anncore.model import load_model
+    from anncore.device import pick_device
+    from anncore.models.loading import load_model
 
     dev = pick_device(device)
     model = load_model(checkpoint, map_location=dev)

@@ -2,7 +2,7 @@
 
 The paper's efficiency claim (abstract: at 256x128, APNB is "around 6 times faster than a non-local block on GPU
 while 28 times smaller in GPU running memory") was measured by the official ``efficiency_statics/`` harness
-(official repository). This module holds the measuring instruments; :mod:`anncore.bench` holds the suites.
+(official repository). This module holds the measuring instruments; :mod:`anncore.analysis.bench` holds the suites.
 
 How each figure is obtained (one :func:`measure` call, after ``warmup`` plain calls):
 
@@ -43,6 +43,8 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from anncore.device import synchronize
 
 if TYPE_CHECKING:
     from torch._C._autograd import _ProfilerResult
@@ -157,14 +159,6 @@ class Cost:
         return {**asdict(self), "time_ms": self.time_ms}
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for queued kernels on ``device`` (no-op on CPU), so that a wall-clock reading covers them."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 def is_out_of_memory(err: BaseException) -> bool:
     """``True`` for the allocator failures of CUDA (``torch.OutOfMemoryError``), CPU and MPS."""
     if isinstance(err, torch.OutOfMemoryError):
@@ -266,10 +260,14 @@ def _inspect(step: Callable[[], None], device: torch.device) -> Cost:
 MAX_TIMED_CALLS = 200
 
 
-def time_step(step: Callable[[], None], device: torch.device, repeats: int, min_seconds: float = 0.0) -> list[float]:
-    """Wall-clock times in milliseconds, each between two device synchronisations: ``repeats`` calls, and more
-    (up to :data:`MAX_TIMED_CALLS`) until they add up to ``min_seconds``, so that cheap calls get a median that a
-    busy machine's occasional stall cannot move."""
+def time_step(
+    step: Callable[[], object], device: torch.device, repeats: int, min_seconds: float = 0.0, warmup: int = 0
+) -> list[float]:
+    """The project's timer. After ``warmup`` untimed calls, wall-clock times in milliseconds, each between two
+    device synchronisations: ``repeats`` calls, and more (up to :data:`MAX_TIMED_CALLS`) until they add up to
+    ``min_seconds``, so that cheap calls get a median that a busy machine's occasional stall cannot move."""
+    for _ in range(warmup):
+        step()
     times: list[float] = []
     while len(times) < repeats or (sum(times) < min_seconds * 1e3 and len(times) < MAX_TIMED_CALLS):
         synchronize(device)

@@ -19,13 +19,13 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from anncore.attention import ATTN_IMPLEMENTATIONS
-from anncore.backbone import BACKBONES
 from anncore.data.labels import NUM_CLASSES
 from anncore.data.root import SYNTHETIC, resolve_data_root, synthetic_set_of
 from anncore.errors import BadInput
-from anncore.model import HEADS
-from anncore.pyramid import check_pool_sizes
+from anncore.models.backbone import BACKBONES
+from anncore.models.heads import HEADS
+from anncore.nn.attention import ATTN_IMPLEMENTATIONS
+from anncore.nn.pyramid import check_pool_sizes
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 

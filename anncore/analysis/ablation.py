@@ -1,14 +1,14 @@
 """The head ablation (notebook 08, ``python -m anncore ablate``): ``fcn``, ``nl``, ``apnb`` and ``ann`` trained under
 one configuration for several seeds, each run scored by mIoU, the vehicle classes' IoU and the board-swap test
-(:mod:`anncore.cue`), collected into one JSON document with the mean and spread per head.
+(:mod:`anncore.analysis.cue`), collected into one JSON document with the mean and spread per head.
 
-Only the head differs between the runs (:mod:`anncore.model`), so differences in the vehicle classes, which the
+Only the head differs between the runs (:mod:`anncore.models.network`), so differences in the vehicle classes, which the
 synthetic set decides by a distant cue board (:mod:`anncore.data.synthetic`), are the context blocks'. In the paper's
 terms (ablation study, Table 1): ``ann - apnb`` is what AFNB adds, ``nl - apnb`` the price of pyramid sampling.
 
 Runs go one after another in this process (``jobs=1``) or ``jobs`` at a time as ``python -m anncore train``
 subprocesses with ``cpu_count // jobs`` threads each. Inference latency is measured afterwards, one model at a
-time, after warm-up (:func:`anncore.cost.time_step`, median). Documents are written as
+time, after warm-up (:func:`anncore.analysis.cost.time_step`, median). Documents are written as
 ``OUT/ablation-<data>-<device>-<timestamp>.json`` and read back with :func:`latest_ablation`.
 """
 
@@ -33,22 +33,23 @@ import torch
 import yaml
 from torch import nn
 
-from anncore.backbone import UntrainedBackboneWarning
-from anncore.config import TrainConfig, data_root_of, plain_config
-from anncore.cost import time_step
-from anncore.cue import VEHICLES, board_swap, val_scenes
+from anncore.analysis.cost import time_step
+from anncore.analysis.cue import VEHICLES, board_swap, val_scenes
 from anncore.data import CLASS_NAMES
 from anncore.data.root import is_synthetic
-from anncore.env import pick_device
+from anncore.device import pick_device
+from anncore.engine.config import TrainConfig, data_root_of, plain_config
+from anncore.engine.train import clear_run, train
 from anncore.errors import BadInput
 from anncore.files import utc_stamp, write_json
-from anncore.model import ANN, load_model
+from anncore.models.backbone import UntrainedBackboneWarning
+from anncore.models.loading import load_model
+from anncore.models.network import ANN
 from anncore.progress import Progress
-from anncore.train import clear_run, train
 
 #: The heads in the order of the comparison: no context, full non-local, pyramid non-local, the full network.
 ABLATION_HEADS: tuple[str, ...] = ("fcn", "nl", "apnb", "ann")
-#: Files :func:`anncore.train.train` writes into its ``out`` folder.
+#: Files :func:`anncore.engine.train.train` writes into its ``out`` folder.
 #: Per-run numbers summarised per head as mean and sample standard deviation.
 SUMMARISED: tuple[str, ...] = (
     "miou",
@@ -163,7 +164,7 @@ def run_ablation(
 
     ``size`` is the ``(H, W)`` of the inference timing (default: the training crop). ``jobs`` > 1 trains that many
     runs at a time in subprocesses (module docstring). Progress over the runs, with an ETA, as
-    :mod:`anncore.progress` shows it (runs in this process show their own, :func:`anncore.train.train`).
+    :mod:`anncore.progress` shows it (runs in this process show their own, :func:`anncore.engine.train.train`).
     """
     if jobs < 1:
         raise BadInput(f"jobs must be >= 1, got {jobs}")
