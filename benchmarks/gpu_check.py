@@ -862,7 +862,7 @@ def _step_compile(ctx: StepContext) -> None:
     low = torch.randn(1, int(low_c), h, w, device=device)
     high = torch.randn(1, int(high_c), h, w, device=device)
     backend = sizes.compile_backend
-    ctx.doc["setup"] = {"module": "ANN(19, backbone, 'ann').head (ContextHead: AFNB, bottleneck, APNB, classifier)"}
+    ctx.doc["setup"] = {"module": "ANN(19, backbone, 'ann').head (ANNHead: AFNB, bottleneck, APNB, classifier)"}
     ctx.doc["setup"] |= {"backbone": sizes.backbone, "image": list(sizes.image), "features": [h, w]}
     ctx.doc["setup"] |= {"low": list(low.shape), "high": list(high.shape), "backend": backend, "mode": "default"}
     ctx.doc["setup"] |= {"eval": True, "no_grad": True, "timed": sizes.timed + 3}
@@ -1101,8 +1101,8 @@ def _step_ddp(ctx: StepContext) -> None:
     found = {key: metrics.get(key) for key in ("world_size", "sync_batchnorm", "device", "amp_dtype", "final_miou")}
     ctx.doc["torchrun"] |= {"metrics": found}
     ctx.doc["torchrun"]["sync_batchnorm_rule"] = (
-        "anncore.engine.train.sync_batchnorm converts BatchNorm only when world_size > 1 on CUDA, and "
-        "_init_distributed joins a process group only when WORLD_SIZE > 1: at --nproc_per_node=1 metrics.json says "
+        "anncore.engine.distributed.sync_batchnorm converts BatchNorm only when world_size > 1 on CUDA, and "
+        "init_distributed joins a process group only when WORLD_SIZE > 1: at --nproc_per_node=1 metrics.json says "
         "sync_batchnorm false by design; SyncBatchNorm and NCCL are checked below instead"
     )
     expected_sync = found["world_size"] and found["world_size"] > 1 and device.type == "cuda"

@@ -6,7 +6,7 @@ from torch import nn
 
 from anncore import AFNB, APNB, NonLocal2d
 from anncore.data import NUM_CLASSES
-from anncore.errors import UserError
+from anncore.errors import BadInput, UserError
 from anncore.models.backbone import BACKBONES
 from anncore.models.checkpoint import save_checkpoint
 from anncore.models.heads import HEAD_WIDTHS, HEADS
@@ -44,14 +44,14 @@ def test_ann_head_on_resnet101_has_the_official_20_3m_parameters():
 
 def test_heads_differ_only_in_their_context_blocks():
     models = {head: ANN(19, "small", head) for head in HEADS}
-    blocks = {head: (type(m.head.afnb), type(m.head.apnb), type(m.head.nl)) for head, m in models.items()}
-    none = type(None)
+    blocks = {head: {name: type(block) for name, block in m.head.blocks().items()} for head, m in models.items()}
     assert blocks == {
-        "ann": (AFNB, APNB, none),
-        "apnb": (none, APNB, none),
-        "nl": (none, none, NonLocal2d),
-        "fcn": (none, none, none),
+        "ann": {"AFNB": AFNB, "APNB": APNB},
+        "apnb": {"APNB": APNB},
+        "nl": {"non-local": NonLocal2d},
+        "fcn": {},
     }
+    assert {head: type(m.head).name for head, m in models.items()} == {head: head for head in HEADS}
     assert count(models["ann"]) - count(models["apnb"]) == count(models["ann"].head.afnb)
     assert count(models["apnb"]) - count(models["fcn"]) == count(models["apnb"].head.apnb)
     assert count(models["nl"]) == count(models["apnb"])  # same convs; NL just skips the pooling
@@ -65,8 +65,8 @@ def test_outputs_at_input_size_train_and_eval(head):
     assert set(out) == {"out", "aux"} and out["out"].shape == out["aux"].shape == (2, 5, 70, 90)
     with torch.no_grad():
         assert set(model.eval()(x)) == {"out"}
-    if model.head.context_block is not None:
-        assert model.head.context_block.last_attn_implementation == "naive"
+    for block in model.head.blocks().values():
+        assert block.last_attn_implementation == "naive"
 
 
 def test_logits_upsampled_with_align_corners_true():
@@ -147,3 +147,20 @@ def test_the_pyramid_is_an_architecture_choice_kept_by_the_checkpoint(tmp_path):
     paper = ANN(**old).eval()
     save_checkpoint({"model": paper.state_dict(), "model_config": old}, tmp_path / "old.pt")
     assert load_model(tmp_path / "old.pt").head.apnb.attention.pool_sizes == (1, 3, 6, 8)
+
+
+def test_the_heads_create_their_parameters_in_the_official_order():
+    """A state dict written before the heads were classes (fusion, bottleneck, context block, classifier, in that
+    order) loads key for key, and seeded construction draws the same initial weights."""
+    for head, keys in {
+        "ann": ["afnb", "bottleneck", "apnb", "cls"],
+        "nl": ["bottleneck", "nl", "cls"],
+        "fcn": ["bottleneck", "cls"],
+    }.items():
+        model = ANN(19, "small", head)
+        assert list(dict.fromkeys(k.split(".")[1] for k in model.state_dict() if k.startswith("head."))) == keys
+
+
+def test_an_unknown_head_is_refused_naming_the_registry():
+    with pytest.raises(BadInput, match=r"head must be one of \('ann', 'fcn', 'nl', 'apnb'\), got 'psp'"):
+        ANN(19, "small", "psp")

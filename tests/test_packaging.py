@@ -214,7 +214,9 @@ def test_the_lock_pins_every_dependency_within_the_declared_bounds():
     must agree: every declared dependency pinned, at a version its bounds allow."""
     pins = locked_versions()
     assert canonicalize_name(PROJECT["name"]) not in pins, "the lock pins the project itself"
-    problems = lock_problems(pins, {"pyproject.toml": all_requirements(), "environment.yml": environment_requirements()})
+    problems = lock_problems(
+        pins, {"pyproject.toml": all_requirements(), "environment.yml": environment_requirements()}
+    )
     assert not problems, "run `make lock` after changing the bounds:\n" + "\n".join(problems)
 
 

@@ -18,15 +18,14 @@ from train_cli import flags
 
 from anncore.data.synthetic import write_synthetic_cityscapes
 from anncore.engine.config import ConfigError, TrainConfig, load_config
+from anncore.engine.distributed import sync_batchnorm
 from anncore.engine.losses import SegmentationLoss
+from anncore.engine.runlog import RUN_FILES, clear_run
 from anncore.engine.train import (
-    RUN_FILES,
     NonFiniteLossError,
     _poly,
     amp_dtype,
     build_optimizer,
-    clear_run,
-    sync_batchnorm,
     train,
 )
 from anncore.models.checkpoint import load_checkpoint, save_checkpoint

@@ -39,7 +39,8 @@ from anncore.data import CLASS_NAMES
 from anncore.data.root import is_synthetic
 from anncore.device import pick_device
 from anncore.engine.config import TrainConfig, data_root_of, plain_config
-from anncore.engine.train import clear_run, train
+from anncore.engine.runlog import clear_run
+from anncore.engine.train import train
 from anncore.errors import BadInput
 from anncore.files import utc_stamp, write_json
 from anncore.models.backbone import UntrainedBackboneWarning
@@ -63,9 +64,7 @@ SUMMARISED: tuple[str, ...] = (
 
 def context_block_params(model: ANN) -> int:
     """Parameters of the head's context blocks: AFNB and APNB for ``ann``, one block for ``nl`` / ``apnb``."""
-    head = model.head
-    blocks = [b for b in (head.afnb, head.apnb, head.nl) if b is not None]
-    return sum(p.numel() for block in blocks for p in block.parameters())
+    return sum(p.numel() for block in model.head.blocks().values() for p in block.parameters())
 
 
 @torch.no_grad()

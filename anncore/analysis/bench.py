@@ -19,7 +19,7 @@
 ``explorer``
     Whether :class:`anncore.course.widgets.AttentionExplorer` stays responsive at full Cityscapes resolution (default
     one 1024x2048 image; ``sizes`` are image sizes here): the real explorer on the real ResNet-101 ANN head
-    (:class:`~anncore.models.heads.ContextHead`) fed by a stand-in backbone (:class:`StandInBackbone`: average pooling
+    (:class:`~anncore.models.heads.ANNHead`) fed by a stand-in backbone (:class:`StandInBackbone`: average pooling
     by 8 and fixed random 1x1 convs to layer3 and layer4 widths), so that no ResNet-101 forward at 1024x2048 is needed.
     Timed: opening the explorer on the image (one forward, the capture, the prediction and the first view) and, per
     captured block (AFNB, APNB and their "without pyramid" non-local views), ``repeats`` slider moves to distinct

@@ -25,8 +25,11 @@ from torch import nn
 from torchvision import tv_tensors
 
 from anncore.data import CLASS_NAMES, val_transforms
-from anncore.data.synthetic import CUE_BOARDS, render_scene, scene_seed
+from anncore.data.labels import LABELS
+from anncore.data.root import SYNTHETIC, synthetic_set_of
+from anncore.data.synthetic import CUE_BOARDS, MANIFEST, render_scene, scene_seed
 from anncore.errors import BadInput
+from anncore.models.checkpoint import load_checkpoint
 from anncore.progress import progress
 
 #: Classes the synthetic set decides only through the cue board, in :data:`CUE_BOARDS` order.
@@ -123,7 +126,6 @@ def board_swap(
 
 
 def _label_ids(names: Sequence[str]) -> list[int]:
-    from anncore.data.labels import LABELS
 
     return [LABELS[name].id for name in names]
 
@@ -142,7 +144,6 @@ class SceneSettings(TypedDict):
 def val_scenes(root: str | Path) -> SceneSettings | None:
     """``{"scenes", "size", "seed"}`` of the synthetic set written in ``root`` (its manifest), or ``None`` when
     ``root`` holds no synthetic set: what :func:`board_swap` renders to test a model trained on it."""
-    from anncore.data.synthetic import MANIFEST
 
     manifest = Path(root) / MANIFEST
     if not manifest.is_file():
@@ -156,8 +157,6 @@ def cue_settings(
 ) -> SceneSettings:
     """The :func:`board_swap` arguments for a checkpoint: ``size`` and ``seed`` default to those of the synthetic
     set it was trained on (its recorded training config), else 128x256 and seed 0."""
-    from anncore.data.root import SYNTHETIC, synthetic_set_of
-    from anncore.models.checkpoint import load_checkpoint
 
     config = load_checkpoint(checkpoint).get("config", {})
     synthetic = synthetic_set_of(config)

@@ -247,7 +247,7 @@ def capture_attention(model: nn.Module, *inputs: torch.Tensor) -> tuple[Any, dic
     Forward pre-hooks on the blocks' :class:`~anncore.nn.blocks.SelfAttention2d` branches store the ``(low, high)``
     tensors they are called with and are removed afterwards, so the forward is the model's own (any attention path,
     fused SDPA included, which returns no weights). Works on an :class:`~anncore.models.network.ANN` (its blocks are
-    ``model.head.afnb``, ``.apnb``, ``.nl``) and on a bare block alike.
+    ``model.head.blocks()``) and on a bare block alike.
 
     Returns:
         ``(output, blocks)``: the model's output and ``name -> CapturedAttention`` in the order the blocks ran.

@@ -19,9 +19,12 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
+from anncore.course.widgets import AttentionExplorer
 from anncore.data.labels import IGNORE_INDEX
 from anncore.data.transforms import val_transforms
+from anncore.device import pick_device
 from anncore.errors import BadInput, MissingInput
+from anncore.models.loading import load_model
 
 
 def photo_samples(paths: Sequence[str | Path], max_side: int = 2048) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -87,10 +90,6 @@ def explore_photos(
     side of every block's query grid (checked for each photo before its figures are drawn: more cells than grid
     rows or columns would repeat cells)."""
     from matplotlib.figure import Figure
-
-    from anncore.course.widgets import AttentionExplorer
-    from anncore.device import pick_device
-    from anncore.models.loading import load_model
 
     check_cells(per_side, max_cells)
     model = load_model(checkpoint, map_location=pick_device(device))

@@ -2,7 +2,7 @@
 :class:`anncore.course.widgets.AttentionExplorer` stays responsive at full Cityscapes resolution.
 
 Default one 1024x2048 image (``sizes`` are image sizes here): the real explorer on the real ResNet-101 ANN head
-(:class:`~anncore.models.heads.ContextHead`) fed by a stand-in backbone (:class:`StandInBackbone`: average pooling
+(:class:`~anncore.models.heads.ANNHead`) fed by a stand-in backbone (:class:`StandInBackbone`: average pooling
 by 8 and fixed random 1x1 convs to layer3 and layer4 widths), so that no ResNet-101 forward at 1024x2048 is needed.
 Timed: opening the explorer on the image (one forward, the capture, the prediction and the first view) and, per
 captured block (AFNB, APNB and their "without pyramid" non-local views), ``repeats`` slider moves to distinct query
@@ -33,7 +33,7 @@ from anncore.data.labels import LABEL_ID_TO_TRAIN_ID, NUM_CLASSES, lookup
 from anncore.data.synthetic import make_scene
 from anncore.data.transforms import val_transforms
 from anncore.files import utc_stamp
-from anncore.models.heads import HEAD_WIDTHS, ContextHead, HeadWidths
+from anncore.models.heads import HEAD_WIDTHS, ANNHead, HeadWidths
 from anncore.nn.pyramid import num_anchors
 
 EXPLORER_TARGET_MS = 100.0  # a slider move on a CPU, rendering included (issue "real checkpoints", item 4)
@@ -60,13 +60,13 @@ class StandInBackbone(nn.Module):
 
 
 class StandInANN(nn.Module):
-    """:class:`StandInBackbone` + the real ``ann`` :class:`~anncore.models.heads.ContextHead`; ``model(images)`` returns
+    """:class:`StandInBackbone` + the real :class:`~anncore.models.heads.ANNHead`; ``model(images)`` returns
     ``{"out": logits}`` upsampled to the image size as :class:`~anncore.models.network.ANN` does in eval mode."""
 
     def __init__(self, high_channels: int, widths: HeadWidths, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         self.backbone = StandInBackbone(high_channels // 2, high_channels)
-        self.head = ContextHead("ann", high_channels // 2, high_channels, widths, num_classes)
+        self.head = ANNHead(high_channels // 2, high_channels, widths, num_classes)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         low, high = self.backbone(images)

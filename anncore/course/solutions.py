@@ -116,11 +116,12 @@ def ann_logits(model: ANN, images: torch.Tensor) -> torch.Tensor:
     """Notebook 06 §3: the network's main logits from its parts: backbone, AFNB, bottleneck, APNB or NL, classifier."""
     low, high = model.backbone(images)
     head = model.head
-    x = high if head.afnb is None else head.afnb(low, high)
+    blocks = head.blocks()
+    x = blocks["AFNB"](low, high) if "AFNB" in blocks else high  # AFNB is the only block that reads low
     x = head.bottleneck(x)
-    for block in (head.apnb, head.nl):
-        if block is not None:
-            x = block(x)
+    for name in ("APNB", "non-local"):
+        if name in blocks:
+            x = blocks[name](x)
     logits = head.cls(x)
     return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=model.align_corners)
 

@@ -26,6 +26,7 @@ from torchvision import tv_tensors
 from anncore.data.labels import LABEL_ID_TO_TRAIN_ID, TRAIN_ID_TO_TRAIN_ID, lookup
 from anncore.data.transforms import val_transforms
 from anncore.errors import BadInput, MissingInput
+from anncore.progress import progress as shown
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIX, LABEL_SUFFIXES = "_leftImg8bit.png", ("_gtFine_labelTrainIds.png", "_gtFine_labelIds.png")
@@ -137,7 +138,6 @@ class CityscapesSegmentation(torch.utils.data.Dataset):
         """Decode every image and label once (what :meth:`load` does for a sample) and return one message per
         pair that fails, naming the file; ``[]`` when all decode. :func:`find_samples` reads only PNG headers, so a
         truncated file would otherwise surface mid-training."""
-        from anncore.progress import progress as shown
 
         problems = []
         for index in shown(range(len(self)), len(self), f"checking {self.split}", "image", enabled=progress):

@@ -56,8 +56,8 @@ class TrainConfig:
         (0.5, 2.0), "random rescaling before the crop, low high (official 0.5 2.0; 1 1: none)", metavar=("LOW", "HIGH")
     )
     photometric: bool = _opt(True, "photometric jitter in the training augmentation (slow on CPU)")
-    backbone: str = _opt("resnet101", f"one of {BACKBONES}", choices=BACKBONES)
-    head: str = _opt("ann", f"one of {HEADS}", choices=HEADS)
+    backbone: str = _opt("resnet101", f"one of {tuple(BACKBONES)}", choices=tuple(BACKBONES))
+    head: str = _opt("ann", f"one of {tuple(HEADS)}", choices=tuple(HEADS))
     pool_sizes: list[int] | None = _opt(
         None, "pyramid levels of APNB and AFNB, e.g. 1 2 3 6 (default: the paper's 1 3 6 8, S = 110 anchors)"
     )

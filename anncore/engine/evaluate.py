@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import numpy as np
 import torch
@@ -21,15 +21,25 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from anncore.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, colorize, denormalize, train_id_to_label_id
+from anncore.data import (
+    CLASS_NAMES,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    CityscapesSegmentation,
+    colorize,
+    denormalize,
+    train_id_to_label_id,
+    val_transforms,
+)
+from anncore.data.root import resolve_data_root, synthetic_set_of
+from anncore.device import pick_device
 from anncore.engine.config import finite
 from anncore.engine.metrics import ConfusionMatrix
 from anncore.errors import BadInput
 from anncore.files import write_json
+from anncore.models.checkpoint import load_checkpoint
+from anncore.models.loading import load_model, resolve_checkpoint
 from anncore.progress import progress
-
-if TYPE_CHECKING:
-    from anncore.data import CityscapesSegmentation
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
@@ -260,9 +270,6 @@ def evaluation_data_root(checkpoint: str | Path, data_root: str | Path | None = 
     """Where to evaluate ``checkpoint``: the one data-root rule (:func:`~anncore.data.root.resolve_data_root`), the
     synthetic set being the one the checkpoint was trained on (its recorded config, e.g. the course model's 128x256
     set of 400 + 30 scenes)."""
-    from anncore.data.root import resolve_data_root, synthetic_set_of
-    from anncore.models.checkpoint import load_checkpoint
-    from anncore.models.loading import resolve_checkpoint
 
     trained = load_checkpoint(resolve_checkpoint(checkpoint)).get("config", {})
     return resolve_data_root(data_root, synthetic_set_of(trained))
@@ -280,9 +287,6 @@ def run_evaluation(
 ) -> EvaluationResult:
     """``python -m anncore evaluate``: load a training checkpoint, evaluate a split, write ``OUT/metrics.json`` and
     (with ``save_predictions``) ``OUT/predictions/{city}_{seq}_{frame}_pred.png`` plus colour overlays."""
-    from anncore.data import CityscapesSegmentation, val_transforms
-    from anncore.device import pick_device
-    from anncore.models.loading import load_model
 
     dev = pick_device(device)
     model = load_model(checkpoint, map_location=dev)

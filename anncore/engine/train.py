@@ -58,20 +58,16 @@ confusion matrices summed. ``OUT`` must be a folder all processes see (resume re
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -81,41 +77,46 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from anncore.device import peak_memory, pick_device, reset_peak_memory
+from anncore.data import (
+    CLASS_NAMES,
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    CityscapesSegmentation,
+    train_transforms,
+    val_transforms,
+)
+from anncore.data.cityscapes import check_data, data_record, describe_data
+from anncore.data.root import is_synthetic
+from anncore.device import peak_memory, reset_peak_memory
 from anncore.engine.config import (
-    RESUME_MAY_CHANGE,
-    ConfigError,
     TrainConfig,
     build_parser,
-    changed_settings,
     data_root_of,
     load_config,
     plain_config,
 )
+from anncore.engine.distributed import Dist, init_distributed, sync_batchnorm
 from anncore.engine.evaluate import confusion_over, model_logits
 from anncore.engine.losses import SegmentationLoss
+from anncore.engine.preemption import TrainingInterrupted, sigterm_raises, worker_stops_on_sigterm
+from anncore.engine.resume import check_same_data, resume_state
 from anncore.engine.rng import capture_rng_state, restore_rng_state
+from anncore.engine.runlog import RunLog, read_metrics
 from anncore.engine.sampler import ResumableBatchSampler, SeededSamples
-from anncore.errors import BadInput, OutputInUse
-from anncore.files import json_safe, output_lock, write_json
+from anncore.errors import BadInput
+from anncore.files import output_lock, write_json
 from anncore.interrupts import interrupts_held_back
-from anncore.models.checkpoint import load_checkpoint, non_finite, save_checkpoint
+from anncore.models.checkpoint import non_finite, save_checkpoint
 from anncore.models.network import ANN
-from anncore.nn.attention import SDPA_BACKENDS, available_sdpa_backends
+from anncore.nn.attention import SDPA_BACKENDS, AttnImplementation, available_sdpa_backends
 from anncore.nn.pyramid import DEFAULT_POOL_SIZES
 from anncore.progress import Progress
-
-if TYPE_CHECKING:
-    from anncore.data import CityscapesSegmentation
-    from anncore.nn.attention import AttnImplementation
 
 
 def build_model(config: TrainConfig, num_classes: int | None = None) -> ANN:
     """The :class:`~anncore.models.network.ANN` a configuration trains (Cityscapes' 19 classes unless told
     otherwise)."""
     if num_classes is None:
-        from anncore.data import NUM_CLASSES
-
         num_classes = NUM_CLASSES
     impl = cast("AttnImplementation", config.attn_implementation)  # TrainConfig checks it is one of them
     pool_sizes = DEFAULT_POOL_SIZES if config.pool_sizes is None else config.pool_sizes
@@ -124,26 +125,12 @@ def build_model(config: TrainConfig, num_classes: int | None = None) -> ANN:
     )
 
 
-# ----------------------------------------------------------------------------------------------------------- data
-#: The files a run writes into ``OUT`` (and :func:`clear_run` deletes).
-RUN_FILES: tuple[str, ...] = ("checkpoint.pt", "log.jsonl", "metrics.json", "config.yaml")
-
-
-def clear_run(out: str | Path) -> None:
-    """Delete the files a previous training run wrote into ``out`` (nothing else), so a new run starts fresh."""
-    for name in RUN_FILES:
-        (Path(out) / name).unlink(missing_ok=True)
-
-
 #: Data sets of at most this many images (train + val) are decoded in full before training, ``--check-data`` or not
 #: (the generated synthetic set excepted).
 CHECK_DATA_UP_TO = 500
 
 
-def _datasets(config: TrainConfig, ctx: _Dist) -> tuple[CityscapesSegmentation, CityscapesSegmentation]:
-    from anncore.data import CityscapesSegmentation, train_transforms, val_transforms
-    from anncore.data.cityscapes import check_data
-    from anncore.data.root import is_synthetic
+def _datasets(config: TrainConfig, ctx: Dist) -> tuple[CityscapesSegmentation, CityscapesSegmentation]:
 
     if not ctx.main:
         ctx.barrier()  # rank 0 writes the synthetic set (and checks the files) first
@@ -157,97 +144,6 @@ def _datasets(config: TrainConfig, ctx: _Dist) -> tuple[CityscapesSegmentation, 
             check_data([train_set, val_set])
         ctx.barrier()
     return train_set, val_set
-
-
-# ---------------------------------------------------------------------------------------------------- distributed
-@dataclass
-class _Dist:
-    """This process's place in the job (single process: rank 0 of 1)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-    def all_gather(self, obj: Any) -> list[Any]:
-        if self.world_size == 1:
-            return [obj]
-        gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, obj)
-        return gathered
-
-
-def _init_distributed(device: str) -> tuple[_Dist, torch.device]:
-    """Join the ``torchrun`` job described by the environment, if any, and pick this process's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    picked = pick_device(device)
-    if world_size == 1:
-        return _Dist(), picked
-    ctx = _Dist(int(os.environ["RANK"]), world_size, int(os.environ["LOCAL_RANK"]))
-    if picked.type == "cuda":
-        picked = torch.device("cuda", ctx.local_rank)
-        torch.cuda.set_device(picked)
-    dist.init_process_group("nccl" if picked.type == "cuda" else "gloo")
-    return ctx, picked
-
-
-def sync_batchnorm(model: nn.Module, world_size: int, device: torch.device) -> tuple[nn.Module, bool]:
-    """``(model, converted)``: BatchNorm layers become ``SyncBatchNorm`` when several GPU processes train (official
-    ``encsync_batchnorm``). PyTorch's SyncBatchNorm raises on CPU tensors, so CPU processes keep their own BN."""
-    if world_size > 1 and device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model), True
-    return model, False
-
-
-# -------------------------------------------------------------------------------------------------------- training
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during training; the message says which checkpoint holds the work done (``--resume``
-    continues), ``signum`` which signal it was (the exit status is ``128 + signum``)."""
-
-    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-
-class Preempted(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread while :func:`train` runs, as Python raises ``KeyboardInterrupt`` for
-    Ctrl-C, so that both stop a run the same way (module docstring)."""
-
-    signum = signal.SIGTERM
-
-
-def _raise_preempted(signum: int, frame: object) -> None:
-    raise Preempted(f"signal {signal.Signals(signum).name}")
-
-
-@contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Run the body with SIGTERM raising :class:`Preempted` instead of ending the process on the spot; the handler
-    in place before is restored after. Only the main thread can install signal handlers; elsewhere (a run started
-    in a thread) SIGTERM keeps its handler."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_preempted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
-
-
-def _worker_stops_on_sigterm(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a SIGTERM sent to the whole process group (SLURM does) makes a worker end as
-    PyTorch's workers end on Ctrl-C (a ``KeyboardInterrupt`` their loop takes as the order to stop, exit status 0),
-    not die of the signal, which the main process would report as a crashed worker instead of the preemption. (Under
-    the default fork start method the workers inherit this from :func:`sigterm_raises` anyway; spawned ones need it.)"""
-    signal.signal(signal.SIGTERM, _raise_preempted)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -278,30 +174,6 @@ def _poly(iters: int, power: float, warmup: int = 0):
     return lambda it: min(1.0, (it + 1) / warmup if warmup else 1.0) * (1.0 - it / iters) ** power
 
 
-class _Log:
-    """``OUT/log.jsonl``, appended by rank 0 only; on resume, records after the checkpoint are dropped."""
-
-    def __init__(self, path: Path, enabled: bool, keep_until: int | None) -> None:
-        self.path, self.enabled = path, enabled
-        if enabled and keep_until is not None and path.exists():
-            kept = []
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a kill
-                    continue
-                if record.get("iter", 0) <= keep_until:
-                    kept.append(line + "\n")
-            path.write_text("".join(kept))
-        elif enabled:
-            path.write_text("")
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(json_safe(record)) + "\n")
-
-
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -310,18 +182,18 @@ def validate(
     autocast_dtype: torch.dtype | None = None,
     channels_last: bool = False,
     workers: int = 0,
-    ctx: _Dist | None = None,
+    ctx: Dist | None = None,
 ) -> dict[str, Any]:
     """Whole-image, single-scale mIoU on ``dataset`` (official validation), sharded over processes: the one
     evaluation loop (:func:`anncore.engine.evaluate.confusion_over`) with autocast and the memory format of training.
 
     Leaves ``model`` in eval mode; the caller puts it back in training mode.
     """
-    ctx = ctx or _Dist()
+    ctx = ctx or Dist()
     shard = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
     # Own generator: creating the loader must not draw from the global RNG (exact resume).
     loader = DataLoader(
-        shard, batch_size=1, num_workers=workers, generator=torch.Generator(), worker_init_fn=_worker_stops_on_sigterm
+        shard, batch_size=1, num_workers=workers, generator=torch.Generator(), worker_init_fn=worker_stops_on_sigterm
     )
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     logits = model_logits(model.eval())
@@ -334,63 +206,6 @@ def validate(
     if ctx.world_size > 1:
         dist.all_reduce(confusion.matrix)
     return confusion.compute()
-
-
-def _resume_state(config: TrainConfig, path: Path, main: bool = True) -> dict[str, Any] | None:
-    """The checkpoint to continue from, checked against ``config``; ``None`` for a fresh start. Only the ``main``
-    process says what changed."""
-    if not path.exists():
-        return None
-    if not config.resume:
-        raise OutputInUse(f"{path} exists: pass --resume to continue that run, or choose another --out")
-    state = load_checkpoint(path)
-    saved = state["config"]
-    changed = changed_settings(saved, config)
-    differing = [k for k in changed if k not in RESUME_MAY_CHANGE]
-    if differing:
-        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in differing)
-        raise ConfigError(
-            f"--resume with a different configuration than {path} was trained with ({changes}); "
-            f"resume may change only {', '.join(sorted(RESUME_MAY_CHANGE))}; start a new run in another --out "
-            "for anything else"
-        )
-    said = [k for k in changed if k not in ("resume", "allow_other_data")]
-    changes = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in said)
-    if changes and main:
-        print(f"--resume with changed settings ({changes})", file=sys.stderr)
-    return state
-
-
-def _check_same_data(
-    state: dict[str, Any] | None, data: dict[str, Any], config: TrainConfig, path: Path, main: bool = True
-) -> None:
-    """Refuse to resume the checkpoint ``state`` on data (:func:`~anncore.data.cityscapes.data_record`) other than
-    the data it recorded, unless ``config.allow_other_data``; a checkpoint that recorded none is resumed unchecked.
-    Raises :class:`BadInput` naming both roots and fingerprints (every process, so that all stop); the ``main``
-    process says the other cases in one line (stderr)."""
-    from anncore.data.cityscapes import describe_data
-
-    if state is None:
-        return
-    saved = state.get("data")
-    if saved is None and main:
-        print(
-            f"--resume: {path} was written before runs recorded their data (no fingerprint), so the data is not "
-            f"checked; from now on the run records {describe_data(data)}",
-            file=sys.stderr,
-        )
-    elif saved is not None and saved.get("fingerprint") != data["fingerprint"]:
-        if not config.allow_other_data:
-            raise BadInput(
-                f"--resume would read other data than {path} was trained on: {describe_data(data)} instead of "
-                f"{describe_data(saved)}; point --data-root (or $CITYSCAPES_DATASET) at the data the run started "
-                "with, or pass --allow-other-data to continue on this data"
-            )
-        if main:
-            print(
-                f"--resume on other data (--allow-other-data): {describe_data(data)} instead of {describe_data(saved)}",
-                file=sys.stderr,
-            )
 
 
 def _check_backend(requested: str, device: torch.device, dtype: torch.dtype) -> None:
@@ -411,18 +226,16 @@ class _Run:
     """One training process: data, model, optimiser and bookkeeping, restored from ``OUT/checkpoint.pt`` when
     resuming. :func:`train` drives it one iteration at a time."""
 
-    def __init__(self, config: TrainConfig, ctx: _Dist, device: torch.device) -> None:
-        from anncore.data import IGNORE_INDEX, NUM_CLASSES
-        from anncore.data.cityscapes import data_record, describe_data
+    def __init__(self, config: TrainConfig, ctx: Dist, device: torch.device) -> None:
 
         self.config, self.ctx, self.device = config, ctx, device
         self.started = time.perf_counter()
         self.out = Path(config.out)
         self.checkpoint_path = self.out / "checkpoint.pt"
-        resumed = _resume_state(config, self.checkpoint_path, ctx.main)
+        resumed = resume_state(config, self.checkpoint_path, ctx.main)
         self.train_set, self.val_set = _datasets(config, ctx)
         self.data = data_record(data_root_of(config), [self.train_set, self.val_set])
-        _check_same_data(resumed, self.data, config, self.checkpoint_path, ctx.main)
+        check_same_data(resumed, self.data, config, self.checkpoint_path, ctx.main)
         if ctx.main:
             print(f"data: {describe_data(self.data, relative=True)}", flush=True)
             self.out.mkdir(parents=True, exist_ok=True)
@@ -460,7 +273,7 @@ class _Run:
         self.net: nn.Module = self.model
         if ctx.world_size > 1:
             self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.log = _Log(self.out / "log.jsonl", ctx.main, keep_until=self.resumed_from)
+        self.log = RunLog(self.out / "log.jsonl", ctx.main, keep_until=self.resumed_from)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.train_seconds, self.images_seen = 0.0, 0
         reset_peak_memory(device)
@@ -498,7 +311,7 @@ class _Run:
             num_workers=config.workers,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),  # creating the iterator must not draw from the global RNG
-            worker_init_fn=_worker_stops_on_sigterm,
+            worker_init_fn=worker_stops_on_sigterm,
         )
 
     def step(self, done: int, images: torch.Tensor, masks: torch.Tensor) -> dict[str, float]:
@@ -605,7 +418,6 @@ class _Run:
 
     def metrics(self) -> dict[str, Any]:
         """What ``OUT/metrics.json`` holds (module docstring)."""
-        from anncore.data import CLASS_NAMES
 
         final, elapsed = self.progress["last_val"], time.perf_counter() - self.started
         peak, peak_kind = peak_memory(self.device)
@@ -641,15 +453,6 @@ def _stop_workers(batches: Iterator[Any] | None) -> None:
         shutdown()
 
 
-def _read_metrics(path: Path) -> dict[str, Any] | None:
-    """``OUT/metrics.json`` of a finished run, or ``None`` when it is missing or unreadable (cut short: the run then
-    validates again and rewrites it)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _shown_stats(record: dict[str, float], device: torch.device) -> dict[str, str]:
     """What the progress bar or line shows of an iteration's ``record``: loss, lr, images/s, and peak memory on a
     GPU."""
@@ -659,10 +462,10 @@ def _shown_stats(record: dict[str, float], device: torch.device) -> dict[str, st
     return stats
 
 
-def _train(config: TrainConfig, ctx: _Dist, device: torch.device) -> dict[str, Any]:
+def _train(config: TrainConfig, ctx: Dist, device: torch.device) -> dict[str, Any]:
     """:func:`train` inside the lock on ``OUT``."""
     run = _Run(config, ctx, device)
-    if run.start >= config.iters and (finished := _read_metrics(run.out / "metrics.json")) is not None:
+    if run.start >= config.iters and (finished := read_metrics(run.out / "metrics.json")) is not None:
         return finished  # a finished run resumed: nothing to train; its metrics (throughput, wall time) as measured
     bar = Progress(
         config.iters, f"{config.head}/{config.backbone}", "iteration", run.start, ctx.main, every=config.log_every
@@ -725,7 +528,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """
     if config.threads:
         torch.set_num_threads(config.threads)
-    ctx, device = _init_distributed(config.device)
+    ctx, device = init_distributed(config.device)
     try:
         with sigterm_raises(), output_lock(config.out) if ctx.main else nullcontext(), warnings.catch_warnings():
             if not ctx.main:

@@ -23,6 +23,8 @@ a local checkpoint with torchvision/timm ResNet keys (:func:`load_resnet_checkpo
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
 
@@ -34,16 +36,29 @@ from anncore.errors import BadInput
 from anncore.models.checkpoint import read_torch_file
 from anncore.nn.layers import conv_bn_relu
 
-BACKBONES: tuple[str, ...] = ("resnet50", "resnet101", "small")
 _RESNETS = {
     "resnet50": (resnet50, ResNet50_Weights.IMAGENET1K_V1),
     "resnet101": (resnet101, ResNet101_Weights.IMAGENET1K_V1),
 }
 _RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
 _TORCHVISION_STEM = ("conv1", "bn1", "relu", "maxpool")
-STEMS: tuple[str, ...] = ("torchvision", "official", "mmseg")
-#: Deep stems: the widths of their three 3x3 convs, and the max-pool's ``ceil_mode``.
-_DEEP_STEMS = {"official": ((64, 64, 128), True), "mmseg": ((32, 32, 64), False)}
+
+
+@dataclass(frozen=True)
+class DeepStem:
+    """A deep stem: three 3x3 conv-BN-ReLU layers of these ``widths`` (the first with stride 2), then a 3x3 max-pool
+    with stride 2 and this ``ceil_mode``."""
+
+    widths: tuple[int, int, int]
+    ceil_mode: bool
+
+
+#: The stem registry: ``None`` for torchvision's 7x7 stem, else the deep stem's shape.
+STEMS: dict[str, DeepStem | None] = {
+    "torchvision": None,
+    "official": DeepStem((64, 64, 128), ceil_mode=True),
+    "mmseg": DeepStem((32, 32, 64), ceil_mode=False),
+}
 _CHECKPOINT_WRAPPERS = ("state_dict", "model")
 
 
@@ -79,7 +94,7 @@ class ResNetBackbone(nn.Module):
         if name not in _RESNETS:
             raise BadInput(f"ResNet backbone must be one of {tuple(_RESNETS)}, got {name!r}")
         if stem not in STEMS:
-            raise BadInput(f"stem must be one of {STEMS}, got {stem!r}")
+            raise BadInput(f"stem must be one of {tuple(STEMS)}, got {stem!r}")
         if stem != "torchvision" and pretrained is not None:
             raise BadInput(f"the {stem} stem has no ImageNet weights here; pretrained must be None (load a converted "
                            f"checkpoint instead), got {pretrained!r}")  # fmt: skip
@@ -99,7 +114,9 @@ class ResNetBackbone(nn.Module):
             for part in _TORCHVISION_STEM:
                 setattr(self, part, getattr(net, part))
         else:
-            widths, ceil_mode = _DEEP_STEMS[stem]
+            deep = STEMS[stem]
+            assert deep is not None
+            widths, ceil_mode = deep.widths, deep.ceil_mode
             layers: list[nn.Module] = []
             for c_in, c_out, stride in zip((3, *widths[:2]), widths, (2, 1, 1), strict=True):
                 layers += [
@@ -168,20 +185,32 @@ class SmallBackbone(nn.Module):
         return low, self.layer4(low)
 
 
+def _small(pretrained: str | Path | None, stem: str) -> SmallBackbone:
+    if pretrained is not None or stem != "torchvision":
+        raise BadInput(f"the small backbone has no pretrained weights nor stem choice; got {pretrained!r}, {stem!r}")
+    return SmallBackbone()
+
+
+def _resnet(name: str) -> Callable[[str | Path | None, str], ResNetBackbone]:
+    return lambda pretrained, stem: ResNetBackbone(name, pretrained, stem)
+
+
+#: The backbone registry: name -> builder of ``(pretrained, stem)``.
+BACKBONES: dict[str, Callable[[str | Path | None, str], ResNetBackbone | SmallBackbone]] = {
+    "resnet50": _resnet("resnet50"),
+    "resnet101": _resnet("resnet101"),
+    "small": _small,
+}
+
+
 def build_backbone(
     name: str, pretrained: str | Path | None = None, stem: str = "torchvision"
 ) -> ResNetBackbone | SmallBackbone:
     """The backbone called ``name`` (one of :data:`BACKBONES`), with ``pretrained`` and ``stem`` (ResNets) as in the
     module docstring."""
-    if name == "small":
-        if pretrained is not None or stem != "torchvision":
-            raise BadInput(
-                f"the small backbone has no pretrained weights nor stem choice; got {pretrained!r}, {stem!r}"
-            )
-        return SmallBackbone()
     if name not in BACKBONES:
-        raise BadInput(f"backbone must be one of {BACKBONES}, got {name!r}")
-    return ResNetBackbone(name, pretrained, stem)
+        raise BadInput(f"backbone must be one of {tuple(BACKBONES)}, got {name!r}")
+    return BACKBONES[name](pretrained, stem)
 
 
 def read_resnet_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -27,9 +28,6 @@ from anncore.nn.attention import AttnImplementation
 from anncore.nn.blocks import AFNB, APNB, NonLocal2d
 from anncore.nn.layers import conv_bn_relu
 from anncore.nn.pyramid import DEFAULT_POOL_SIZES
-
-HEADS: tuple[str, ...] = ("ann", "fcn", "nl", "apnb")
-
 
 DROPOUT = 0.05  # official: every Dropout2d in the head and the auxiliary head
 
@@ -58,17 +56,21 @@ HEAD_WIDTHS: dict[str, HeadWidths] = {
 }
 
 
-class ContextHead(nn.Module):
-    """The main head: optional AFNB, the 3x3 bottleneck, an optional context block, the 1x1 classifier.
+class Head(nn.Module):
+    """What the four heads share: ``[fusion] -> 3x3 bottleneck -> [context block] -> 1x1 classifier`` (official
+    ``asymmetric_non_local_network``: ``fusion``, ``context``, ``cls``).
 
-    The blocks are attributes, ``None`` where the head has none: ``afnb`` (``ann``), ``apnb`` (``ann``, ``apnb``),
-    ``nl`` (``nl``), so attention can be captured with ``return_attention`` on them or forward hooks.
-    AFNB keeps the high level's width (official ``AFNB(1024, 2048, 2048, 256, 256)``).
+    A subclass adds its blocks in :meth:`add_fusion` and :meth:`add_context`, which ``__init__`` calls in the
+    official order (fusion, bottleneck, context block, classifier), so every head creates and initialises its
+    parameters in that order and a state dict keeps the keys ``head.afnb.*``, ``head.bottleneck.*``,
+    ``head.apnb.*`` / ``head.nl.*``, ``head.cls.*``. :meth:`blocks` names the context blocks a head has, so attention
+    can be captured with ``return_attention`` on them or with forward hooks.
     """
+
+    name: ClassVar[str]
 
     def __init__(
         self,
-        head: str,
         low_channels: int,
         high_channels: int,
         widths: HeadWidths,
@@ -77,39 +79,103 @@ class ContextHead(nn.Module):
         pool_sizes: Sequence[int] = DEFAULT_POOL_SIZES,
     ) -> None:
         super().__init__()
-        if head not in HEADS:
-            raise BadInput(f"head must be one of {HEADS}, got {head!r}")
-        self.kind = head
-        ctx = widths.context
-        impl = attn_implementation
-        self.afnb = (
-            AFNB(low_channels, high_channels, high_channels, widths.key, widths.value, DROPOUT, pool_sizes, impl)
-            if head == "ann"
-            else None
-        )
-        self.bottleneck = conv_bn_relu(high_channels, ctx, 3, bias=True)
-        self.apnb = (
-            APNB(ctx, ctx, widths.key, widths.value, DROPOUT, pool_sizes, attn_implementation=impl)
-            if head in ("ann", "apnb")
-            else None
-        )
-        self.nl = (
-            NonLocal2d(ctx, ctx, widths.key, widths.value, DROPOUT, attn_implementation=impl) if head == "nl" else None
-        )
-        self.cls = nn.Conv2d(ctx, num_classes, 1)
+        self.add_fusion(low_channels, high_channels, widths, attn_implementation, pool_sizes)
+        self.bottleneck = conv_bn_relu(high_channels, widths.context, 3, bias=True)
+        self.add_context(widths, attn_implementation, pool_sizes)
+        self.cls = nn.Conv2d(widths.context, num_classes, 1)
 
-    @property
-    def context_block(self) -> APNB | NonLocal2d | None:
-        """The block after the bottleneck (APNB, the non-local block, or ``None`` for ``fcn``)."""
-        return self.apnb if self.apnb is not None else self.nl
+    def add_fusion(
+        self, low: int, high: int, widths: HeadWidths, impl: AttnImplementation, pool_sizes: Sequence[int]
+    ) -> None:
+        """Build the block that fuses ``low`` into ``high`` before the bottleneck (none here)."""
+
+    def add_context(self, widths: HeadWidths, impl: AttnImplementation, pool_sizes: Sequence[int]) -> None:
+        """Build the context block after the bottleneck (none here)."""
+
+    def fuse(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """The features the bottleneck reads: ``high`` itself, unless the head fuses ``low`` into it."""
+        return high
+
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        """The bottleneck's output through the head's context block (unchanged without one)."""
+        return x
+
+    def blocks(self) -> dict[str, nn.Module]:
+        """The head's context blocks by name (``"AFNB"``, ``"APNB"``, ``"non-local"``), in forward order."""
+        return {}
 
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         """``(low, high)`` features -> logits ``(B, num_classes, h, w)`` at the features' resolution."""
-        x = high if self.afnb is None else self.afnb(low, high)
-        x = self.bottleneck(x)
-        if self.context_block is not None:
-            x = self.context_block(x)
-        return self.cls(x)
+        return self.cls(self.context(self.bottleneck(self.fuse(low, high))))
+
+
+class FCNHead(Head):
+    """No context block: the baseline (layer4 -> bottleneck -> classifier)."""
+
+    name = "fcn"
+
+
+class NLHead(Head):
+    """A full non-local block where APNB would be: the price of pyramid sampling is ``nl - apnb``."""
+
+    name = "nl"
+
+    def add_context(self, widths: HeadWidths, impl: AttnImplementation, pool_sizes: Sequence[int]) -> None:
+        """``self.nl``: ``NonLocal2d`` on the bottleneck's width (no pyramid: ``pool_sizes`` is not used)."""
+        ctx = widths.context
+        self.nl = NonLocal2d(ctx, ctx, widths.key, widths.value, DROPOUT, attn_implementation=impl)
+
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nl(x)
+
+    def blocks(self) -> dict[str, nn.Module]:
+        return {"non-local": self.nl}
+
+
+class APNBHead(Head):
+    """APNB after the bottleneck (paper Table 1 "+APNB")."""
+
+    name = "apnb"
+
+    def add_context(self, widths: HeadWidths, impl: AttnImplementation, pool_sizes: Sequence[int]) -> None:
+        """``self.apnb``: APNB on the bottleneck's width (official ``APNB(512, 512, 256, 256, 0.05, (1, 3, 6, 8))``)."""
+        ctx = widths.context
+        self.apnb = APNB(ctx, ctx, widths.key, widths.value, DROPOUT, pool_sizes, attn_implementation=impl)
+
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apnb(x)
+
+    def blocks(self) -> dict[str, nn.Module]:
+        return {"APNB": self.apnb}
+
+
+class ANNHead(APNBHead):
+    """The paper's head: AFNB fuses layer3 into layer4, then the bottleneck and APNB (paper Fig. 3)."""
+
+    name = "ann"
+
+    def add_fusion(
+        self, low: int, high: int, widths: HeadWidths, impl: AttnImplementation, pool_sizes: Sequence[int]
+    ) -> None:
+        """``self.afnb``, which keeps the high level's width (official ``AFNB(1024, 2048, 2048, 256, 256)``)."""
+        self.afnb = AFNB(low, high, high, widths.key, widths.value, DROPOUT, pool_sizes, impl)
+
+    def fuse(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        return self.afnb(low, high)
+
+    def blocks(self) -> dict[str, nn.Module]:
+        return {"AFNB": self.afnb, **super().blocks()}
+
+
+#: The head registry: ``ANN(head=name)`` builds ``HEADS[name]`` (the order of the comparison: the paper's head first).
+HEADS: dict[str, type[Head]] = {head.name: head for head in (ANNHead, FCNHead, NLHead, APNBHead)}
+
+
+def build_head(name: str, *args: Any, **kwargs: Any) -> Head:
+    """``HEADS[name](*args, **kwargs)``, with a one-line error naming the heads for an unknown ``name``."""
+    if name not in HEADS:
+        raise BadInput(f"head must be one of {tuple(HEADS)}, got {name!r}")
+    return HEADS[name](*args, **kwargs)
 
 
 def aux_head(in_channels: int, hidden: int, num_classes: int) -> nn.Sequential:

@@ -18,7 +18,7 @@ from torch import nn
 from anncore.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from anncore.errors import BadInput
 from anncore.models.backbone import build_backbone
-from anncore.models.heads import HEAD_WIDTHS, ContextHead, aux_head
+from anncore.models.heads import HEAD_WIDTHS, aux_head, build_head
 from anncore.nn.attention import AttnImplementation, check_attn_implementation
 from anncore.nn.pyramid import DEFAULT_POOL_SIZES
 
@@ -79,7 +79,7 @@ class ANN(nn.Module):
                        "align_corners": align_corners, "input_norm": input_norm,
                        "pool_sizes": list(pool_sizes)}  # fmt: skip
         low, high = self.backbone.low_channels, self.backbone.high_channels
-        self.head = ContextHead(head, low, high, widths, num_classes, attn_implementation, pool_sizes)
+        self.head = build_head(head, low, high, widths, num_classes, attn_implementation, pool_sizes)
         self.aux_head = aux_head(low, aux_width, num_classes) if aux else None
         self.align_corners, self.input_norm = align_corners, input_norm
 
