@@ -23,6 +23,8 @@ degrees) keeps the three hues (120 degrees apart) distinct, and the stripe count
 that cuts the board away leaves its vehicles undecidable (label noise, not a bug); validation always sees the whole
 image. The board's size and the training recipe that learns the cue (``params/course_model.yaml``) were chosen by
 the runs in ``benchmarks/cue_recipe_experiments.md``, measured with :func:`anncore.cue.board_swap`.
+A variant (``cue_variant="stripes"``, :data:`CUE_VARIANTS`, ``params/afnb_variant.yaml``) draws every board in one
+colour with the same white area, so only the stripes tell the class; the rest of the scene is unchanged.
 
 **Files** (:func:`write_synthetic_cityscapes`): ``leftImg8bit/{split}/{city}/{city}_{seq:06d}_000019_leftImg8bit.png``
 (RGB) and, with the same stem, ``gtFine`` ``_labelIds.png`` (uint8), ``_labelTrainIds.png`` (uint8), ``_color.png``
