@@ -77,10 +77,14 @@ def _synth(args: argparse.Namespace) -> int:
     from anncore.data.root import SyntheticSet
     from anncore.data.synthetic import write_synthetic_cityscapes
 
-    out = args.out or SyntheticSet(args.train, args.val, args.height, args.width, args.seed).root
+    out = args.out or SyntheticSet(args.train, args.val, args.height, args.width, args.seed, args.cue_variant).root
     limit = {} if args.max_side is None else {"max_side": args.max_side}
-    root = write_synthetic_cityscapes(out, args.train, args.val, args.height, args.width, args.seed, **limit)
-    print(f"synthetic Cityscapes: {args.train} train + {args.val} val images ({args.height}x{args.width}) in {root}")
+    root = write_synthetic_cityscapes(
+        out, args.train, args.val, args.height, args.width, args.seed, cue_variant=args.cue_variant, **limit
+    )
+    variant = "" if args.cue_variant == "boards" else f", cue variant {args.cue_variant}"
+    print(f"synthetic Cityscapes: {args.train} train + {args.val} val images ({args.height}x{args.width}{variant}) "
+          f"in {root}")  # fmt: skip
     return 0
 
 
@@ -305,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="the set is a function of this seed (default: 0)")
     synth.add_argument(
         "--max-side", type=int, help="largest --height/--width accepted (default 8192; about 100 bytes per pixel)"
+    )
+    synth.add_argument(
+        "--cue-variant",
+        default="boards",
+        help="how the cue board shows the vehicle class: boards (default: colour and stripe count) or stripes (one "
+        "colour, equal white area, stripe count only; params/afnb_variant.yaml, train's --synthetic-cue)",
     )
     synth.set_defaults(run=_synth)
 

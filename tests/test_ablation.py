@@ -106,3 +106,15 @@ def test_write_and_latest_ablation_pick_the_newest(document: dict, tmp_path: Pat
     found = latest_ablation(tmp_path)
     assert found is not None and found[1]["created"] == "29990101T000000Z"
     assert latest_ablation(tmp_path / "empty") is None
+
+
+def test_latest_ablation_keeps_cue_variants_apart(tmp_path: Path) -> None:
+    """An ablation on another cue variant (params/afnb_variant.yaml), however new, is not the course's ablation."""
+    base = {"kind": "ablation", "data": "synthetic", "device": "cpu", "runs": [], "config": {}}
+    write_ablation({**base, "created": "20000101T000000Z"}, tmp_path)  # written before synthetic_cue existed
+    variant = {**base, "created": "29990101T000000Z", "config": {"synthetic_cue": "stripes"}}
+    write_ablation(variant, tmp_path)
+    default = latest_ablation(tmp_path)
+    assert default is not None and default[1]["created"] == "20000101T000000Z"
+    stripes = latest_ablation(tmp_path, synthetic_cue="stripes")
+    assert stripes is not None and stripes[1]["created"] == "29990101T000000Z"

@@ -2,8 +2,10 @@
 against torchvision's reader and cityscapesscripts' own rasteriser."""
 
 import filecmp
+import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +15,20 @@ from torchvision.datasets import Cityscapes
 from anncore.__main__ import main
 from anncore.data.cityscapes import find_samples
 from anncore.data.labels import LABEL_ID_TO_TRAIN_ID
+from anncore.data.root import SyntheticSet, synthetic_set_of
 from anncore.data.synthetic import (
     CITIES,
     CUE_BOARDS,
+    GENERATOR_VERSION,
     MANIFEST,
+    STRIPES_BOARD,
     ensure_synthetic,
     frame_scene,
     make_scene,
     render_scene,
     write_synthetic_cityscapes,
 )
+from anncore.engine.config import ConfigError, load_config
 
 H, W = 64, 128
 VEHICLE_IDS = {"car": 26, "truck": 27, "bus": 28}
@@ -193,3 +199,88 @@ def test_frame_scene_renders_the_written_frame(root):
         assert board.any() and (scene.label_ids()[board] == 20).all()  # label id 20: traffic sign
     with pytest.raises(ValueError, match="not a frame"):
         frame_scene("nowhere_000000_000019", "val", H, W)
+
+
+# sha256 of image + label ids of render_scene(seed, 64, 128), computed with the generator before ``cue_variant``
+# existed (commit 747973f): the default output must stay byte-identical, so existing sets and checkpoints stay valid.
+DEFAULT_DIGESTS = {
+    3: "d6e1480ee0e31ab841949458d0dcff556a7d2b3bca3d7aa48729b1902932959f",
+    7: "e04a05e678898381f2c88595dcdc1b1d73f7758146edf57cffcd6c4b22b7af11",
+}
+
+
+@pytest.mark.parametrize("seed", sorted(DEFAULT_DIGESTS))
+def test_the_default_cue_variant_draws_what_the_generator_always_drew(seed):
+    assert GENERATOR_VERSION == 2, "the generator changed: recompute DEFAULT_DIGESTS"
+    for scene in (render_scene(seed, H, W), render_scene(seed, H, W, cue_variant="boards")):
+        digest = hashlib.sha256(scene.image.tobytes() + scene.label_ids().tobytes()).hexdigest()
+        assert digest == DEFAULT_DIGESTS[seed]
+
+
+def _board_face(scene):
+    """The board's pixels before blur and noise (its painter), inside its rim."""
+    board = max(k for k, obj in enumerate(scene.objects, start=1) if obj.label == "traffic sign")
+    (x0, y0), (x1, y1) = scene.objects[board - 1].polygon[0], scene.objects[board - 1].polygon[2]
+    face = scene.objects[board - 1].paint(y0, y1 + 1, x0, x1 + 1)
+    h, w = face.shape[:2]
+    return face[round(0.12 * h) : round(0.88 * h), round(0.12 * w) : round(0.88 * w)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_stripes_variant_tells_the_class_only_by_the_stripes(seed):
+    """One colour and (to a pixel row) one white area for every class; the number of stripes is the class's; the
+    scene outside the board is the default one."""
+    height, width = 128, 256
+    default = render_scene(seed, height, width)
+    scenes = {cue: render_scene(seed, height, width, cue=cue, cue_variant="stripes") for cue in CUE_BOARDS}
+    white = {}
+    for cue, scene in scenes.items():
+        face = _board_face(scene)
+        ink = (face > 200).all(axis=-1)
+        white[cue] = ink.mean()
+        column = ink[:, ink.shape[1] // 2]
+        runs = int(column[0]) + int((column[1:] & ~column[:-1]).sum())
+        assert runs == CUE_BOARDS[cue][1], (cue, column.astype(int))
+        colour = np.median(face[~ink], axis=0)
+        assert np.abs(colour - STRIPES_BOARD).max() < 30, colour  # the one board colour, whatever the class
+        assert scene.cue == cue
+        outside = ~scene.board_mask()  # the board is drawn last but the bonnet; blur reaches a pixel or so
+        ys, xs = np.nonzero(scene.board_mask())
+        outside[max(ys.min() - 3, 0) : ys.max() + 4, max(xs.min() - 3, 0) : xs.max() + 4] = False
+        assert np.array_equal(scene.image[outside], render_scene(seed, height, width, cue=cue).image[outside])
+        assert np.array_equal(scene.index, default.index)
+    assert max(white.values()) - min(white.values()) < 0.06, white
+    faces = [scene.image[scene.board_mask()] for scene in scenes.values()]
+    assert all(not np.array_equal(faces[0], other) for other in faces[1:])  # the variant is not a no-op
+    with pytest.raises(ValueError, match="cue_variant"):
+        render_scene(seed, H, W, cue_variant="colours")
+
+
+def test_a_cue_variant_set_records_its_variant_and_never_stands_in_for_another(tmp_path):
+    default = ensure_synthetic(tmp_path / "set", train=1, val=1, height=H, width=W)
+    manifest = json.loads((default / MANIFEST).read_text())
+    assert "cue_variant" not in manifest and manifest["cue_boards"] == json.loads(json.dumps(CUE_BOARDS))
+    before = (default / MANIFEST).stat().st_mtime_ns
+    stripes = ensure_synthetic(tmp_path / "set", train=1, val=1, height=H, width=W, cue_variant="stripes")
+    manifest = json.loads((stripes / MANIFEST).read_text())
+    assert manifest["cue_variant"] == "stripes"
+    assert {tuple(rgb) for rgb, _ in manifest["cue_boards"].values()} == {STRIPES_BOARD}
+    again = ensure_synthetic(tmp_path / "set", train=1, val=1, height=H, width=W)  # the default is rewritten
+    assert "cue_variant" not in json.loads((again / MANIFEST).read_text())
+    assert (again / MANIFEST).stat().st_mtime_ns != before
+
+
+def test_the_cue_variant_reaches_the_set_from_the_config_and_the_cli(tmp_path, capsys):
+    config = load_config(Path(__file__).resolve().parents[1] / "params" / "afnb_variant.yaml")
+    assert config.synthetic_cue == "stripes"
+    chosen = synthetic_set_of(config.__dict__)
+    assert chosen == SyntheticSet(400, 30, 128, 256, 0, "stripes") and chosen.root.name.endswith("_cue-stripes")
+    assert synthetic_set_of({}).cue_variant == "boards"  # a checkpoint written before the option: the default
+    assert SyntheticSet().root.name == "synthetic_cityscapes"
+    with pytest.raises(ConfigError, match="synthetic_cue"):
+        load_config(None, synthetic_cue="colours")
+    out = tmp_path / "cli"
+    args = ["synth", "--out", str(out), "--train", "1", "--val", "1", "--height", "64", "--width", "128"]
+    assert main([*args, "--cue-variant", "stripes"]) == 0
+    assert json.loads((out / MANIFEST).read_text())["cue_variant"] == "stripes"
+    assert "cue variant stripes" in capsys.readouterr().out

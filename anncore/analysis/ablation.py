@@ -230,11 +230,19 @@ def write_ablation(document: dict[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
-def latest_ablation(folder: str | Path, pattern: str = "ablation-synthetic-*.json") -> tuple[Path, dict] | None:
-    """The newest document matching ``pattern`` in ``folder`` that has per-seed runs (by its ``created`` stamp),
-    or ``None``."""
+def latest_ablation(
+    folder: str | Path, pattern: str = "ablation-synthetic-*.json", synthetic_cue: str = "boards"
+) -> tuple[Path, dict] | None:
+    """The newest document matching ``pattern`` in ``folder`` that has per-seed runs (by its ``created`` stamp)
+    and was trained on the synthetic cue variant ``synthetic_cue`` (its config's ``synthetic_cue``; documents
+    written before the option existed: the default ``boards``), or ``None``. So an ablation on a variant
+    (``params/afnb_variant.yaml``) never stands in for the course's ablation on the default set."""
     found = [(json.loads(p.read_text()), p) for p in Path(folder).glob(pattern)]
-    found = [(document, path) for document, path in found if "runs" in document]
+    found = [
+        (document, path)
+        for document, path in found
+        if "runs" in document and document.get("config", {}).get("synthetic_cue", "boards") == synthetic_cue
+    ]
     if not found:
         return None
     document, path = max(found, key=lambda item: item[0]["created"])

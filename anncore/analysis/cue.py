@@ -27,7 +27,7 @@ from torchvision import tv_tensors
 from anncore.data import CLASS_NAMES, val_transforms
 from anncore.data.labels import LABELS
 from anncore.data.root import SYNTHETIC, synthetic_set_of
-from anncore.data.synthetic import CUE_BOARDS, MANIFEST, render_scene, scene_seed
+from anncore.data.synthetic import CUE_BOARDS, MANIFEST, recorded_cue_variant, render_scene, scene_seed
 from anncore.errors import BadInput
 from anncore.models.checkpoint import load_checkpoint
 from anncore.progress import progress
@@ -93,11 +93,13 @@ def board_swap(
     size: Sequence[int] = (128, 256),
     seed: int = 0,
     device: torch.device | str = "cpu",
+    cue_variant: str = "boards",
 ) -> BoardSwap:
     """Render validation scenes ``0 .. scenes - 1`` of the synthetic set with data seed ``seed`` at ``size``
     (H, W) once with each board, predict (whole image, eval mode) and count what follows the board (module
     docstring). The scenes are those :func:`~anncore.data.synthetic.write_synthetic_cityscapes` writes as the
-    ``val`` split with the same seed, so the test runs on the frames a model was validated on. Progress, with an
+    ``val`` split with the same seed and ``cue_variant`` (:data:`~anncore.data.synthetic.CUE_VARIANTS`), so the test
+    runs on the frames a model was validated on. Progress, with an
     ETA, as :mod:`anncore.progress` shows it."""
     if scenes < 1:
         raise BadInput(f"scenes must be >= 1, got {scenes}")
@@ -108,7 +110,8 @@ def board_swap(
     confusion = np.zeros((len(VEHICLES), len(VEHICLES) + 1), dtype=np.int64)
     pixels = 0
     for index in progress(range(scenes), scenes, "board-swap test", "scene"):
-        renders = [render_scene(scene_seed(seed, "val", index), height, width, cue=cue) for cue in VEHICLES]
+        seeded = scene_seed(seed, "val", index)
+        renders = [render_scene(seeded, height, width, cue=cue, cue_variant=cue_variant) for cue in VEHICLES]
         images = torch.stack([normalise(tv_tensors.Image(torch.from_numpy(r.image).permute(2, 0, 1))) for r in renders])
         pred = model(images.to(device))["out"].argmax(1).cpu()
         vehicles = torch.from_numpy(np.isin(renders[0].label_ids(), _VEHICLE_LABEL_IDS))
@@ -139,17 +142,20 @@ class SceneSettings(TypedDict):
     scenes: int
     size: Sequence[int]
     seed: int
+    cue_variant: str
 
 
 def val_scenes(root: str | Path) -> SceneSettings | None:
-    """``{"scenes", "size", "seed"}`` of the synthetic set written in ``root`` (its manifest), or ``None`` when
+    """``{"scenes", "size", "seed", "cue_variant"}`` of the synthetic set written in ``root`` (its manifest), or
+    ``None`` when
     ``root`` holds no synthetic set: what :func:`board_swap` renders to test a model trained on it."""
 
     manifest = Path(root) / MANIFEST
     if not manifest.is_file():
         return None
     recorded = json.loads(manifest.read_text())
-    return {"scenes": recorded["val"], "size": (recorded["height"], recorded["width"]), "seed": recorded["seed"]}
+    size, variant = (recorded["height"], recorded["width"]), recorded_cue_variant(recorded)
+    return {"scenes": recorded["val"], "size": size, "seed": recorded["seed"], "cue_variant": variant}
 
 
 def cue_settings(
@@ -160,11 +166,13 @@ def cue_settings(
 
     config = load_checkpoint(checkpoint).get("config", {})
     synthetic = synthetic_set_of(config)
-    trained: SceneSettings = {"scenes": scenes, "size": (synthetic.height, synthetic.width), "seed": synthetic.seed}
+    trained: SceneSettings = {"scenes": scenes, "size": (synthetic.height, synthetic.width), "seed": synthetic.seed,
+                              "cue_variant": synthetic.cue_variant}  # fmt: skip
     given = config.get("data_root") or ""
     trained = val_scenes(synthetic.root if given in ("", SYNTHETIC) else given) or trained
     return {
         "scenes": scenes,
         "size": tuple(size) if size else trained["size"],
         "seed": trained["seed"] if seed is None else seed,
+        "cue_variant": trained["cue_variant"],
     }

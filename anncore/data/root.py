@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anncore.data.synthetic import MANIFEST, ensure_synthetic
+from anncore.data.synthetic import MANIFEST, check_cue_variant, ensure_synthetic
 
 SYNTHETIC = "synthetic"
 DATA_HOME_VARIABLE = "ANNCORE_DATA"
@@ -46,26 +46,35 @@ class SyntheticSet:
     height: int = 256
     width: int = 512
     seed: int = 0
+    cue_variant: str = "boards"
+
+    def __post_init__(self) -> None:
+        check_cue_variant(self.cue_variant)
 
     @property
     def root(self) -> Path:
         """``synthetic_cityscapes`` under :func:`generated_home` for the defaults, else a folder named by the
-        settings (``synthetic_cityscapes_128x256_400+30_seed0``)."""
+        settings (``synthetic_cityscapes_128x256_400+30_seed0``), with ``_cue-{variant}`` for a cue variant other
+        than the default (so sets of different variants never share a folder)."""
         name = "synthetic_cityscapes"
         if self != SyntheticSet():
             name += f"_{self.height}x{self.width}_{self.train}+{self.val}_seed{self.seed}"
+        if self.cue_variant != "boards":
+            name += f"_cue-{self.cue_variant}"
         return generated_home() / name
 
     def ensure(self) -> Path:
         """:attr:`root`, written first unless it already holds exactly this set (:func:`ensure_synthetic`)."""
-        return ensure_synthetic(self.root, self.train, self.val, self.height, self.width, self.seed)
+        return ensure_synthetic(self.root, self.train, self.val, self.height, self.width, self.seed, self.cue_variant)
 
 
 def synthetic_set_of(config: Mapping[str, Any]) -> SyntheticSet:
     """The synthetic set a training configuration reads when its data root resolves to the synthetic set: from a
-    :class:`~anncore.engine.config.TrainConfig` as a dict, or the plain config a checkpoint records."""
+    :class:`~anncore.engine.config.TrainConfig` as a dict, or the plain config a checkpoint records (one written before
+    ``synthetic_cue`` existed read the default boards)."""
     (height, width), (train, val) = config.get("synthetic_size", (256, 512)), config.get("synthetic_scenes", (40, 10))
-    return SyntheticSet(train=int(train), val=int(val), height=int(height), width=int(width))
+    cue_variant = str(config.get("synthetic_cue", "boards"))
+    return SyntheticSet(train=int(train), val=int(val), height=int(height), width=int(width), cue_variant=cue_variant)
 
 
 def resolve_data_root(data_root: str | Path | None = None, synthetic: SyntheticSet = SyntheticSet()) -> Path:

@@ -23,6 +23,8 @@ degrees) keeps the three hues (120 degrees apart) distinct, and the stripe count
 that cuts the board away leaves its vehicles undecidable (label noise, not a bug); validation always sees the whole
 image. The board's size and the training recipe that learns the cue (``params/course_model.yaml``) were chosen by
 the runs in ``benchmarks/cue_recipe_experiments.md``, measured with :func:`anncore.analysis.cue.board_swap`.
+A variant (``cue_variant="stripes"``, :data:`CUE_VARIANTS`, ``params/afnb_variant.yaml``) draws every board in one
+colour with the same white area, so only the stripes tell the class; the rest of the scene is unchanged.
 
 **Files** (:func:`write_synthetic_cityscapes`): ``leftImg8bit/{split}/{city}/{city}_{seq:06d}_000019_leftImg8bit.png``
 (RGB) and, with the same stem, ``gtFine`` ``_labelIds.png`` (uint8), ``_labelTrainIds.png`` (uint8), ``_color.png``
@@ -64,6 +66,15 @@ CUE_BOARDS: dict[str, tuple[tuple[int, int, int], int]] = {
 #: benchmarks/cue_recipe_experiments.md). Its left edge lies in ``[0.02, 0.06] W`` (mirrored when the board is on the
 #: right).
 BOARD_WIDTH = (0.16, 0.22)
+#: How the cue board tells the three classes apart (``cue_variant`` of :func:`write_synthetic_cityscapes`, ``synth
+#: --cue-variant``, ``TrainConfig.synthetic_cue``). ``boards`` (the default, every set written before the option
+#: existed): :data:`CUE_BOARDS`, colour and stripe count. ``stripes``: one colour (:data:`STRIPES_BOARD`) for all
+#: three and the same white area (:data:`STRIPES_INK` of the board's height), split into 1, 2 or 3 stripes; only the
+#: stripes' number and thickness, a detail finer than a stride-8 feature cell, tells the class, not the board's mean
+#: colour, which is what an average over the board keeps (benchmarks/cue_recipe_experiments.md, "AFNB variant").
+CUE_VARIANTS: tuple[str, ...] = ("boards", "stripes")
+STRIPES_BOARD = (40, 150, 140)
+STRIPES_INK = 0.3
 CAMERA_HEIGHT = 1.6  # metres above the street
 
 Painter = Callable[[int, int, int, int], np.ndarray]  # (y0, y1, x0, x1) -> (y1 - y0, x1 - x0, 3) float RGB
@@ -174,8 +185,10 @@ _SIGN_BAR = (0.3, 0.42, 0.7, 0.58)
 class _Street:
     """Composes one scene: draws every random number in a fixed order, so a seed fixes the scene."""
 
-    def __init__(self, rng: np.random.Generator, height: int, width: int, cue: str | None = None) -> None:
-        self.rng, self.h, self.w = rng, height, width
+    def __init__(
+        self, rng: np.random.Generator, height: int, width: int, cue: str | None = None, cue_variant: str = "boards"
+    ) -> None:
+        self.rng, self.h, self.w, self.cue_variant = rng, height, width, cue_variant
         self.horizon = height * rng.uniform(0.36, 0.46)
         self.vx = width * rng.uniform(0.42, 0.58)
         self.focal = width * rng.uniform(0.8, 1.0)
@@ -462,6 +475,9 @@ class _Street:
     def cue_board(self) -> None:
         """The distant cue (module docstring): a large board near the top corner on the side away from vehicles."""
         rgb, stripes = CUE_BOARDS[self.cue]
+        half_stripe = 0.07  # half a stripe's thickness, in board heights
+        if self.cue_variant == "stripes":  # same colour and white area for every class (CUE_VARIANTS)
+            rgb, half_stripe = STRIPES_BOARD, STRIPES_INK / stripes / 2
         width = self.w * self.rng.uniform(*BOARD_WIDTH)
         height = width * self.rng.uniform(0.55, 0.75)
         x0, y0 = self.w * self.rng.uniform(0.02, 0.06), self.h * self.rng.uniform(0.04, 0.14)
@@ -479,8 +495,9 @@ class _Street:
         self.add("pole", pole, self.textured((105, 105, 110), coarse=10, fine=6))
         white = self.colour((240, 240, 240), 4)
         parts = [(0.05, 0.08, 0.95, 0.92, self.colour(rgb, 6))] + [
-            (0.15, (k + 1) / (stripes + 1) - 0.07, 0.85, (k + 1) / (stripes + 1) + 0.07, white) for k in range(stripes)
-        ]
+            (0.15, (k + 1) / (stripes + 1) - half_stripe, 0.85, (k + 1) / (stripes + 1) + half_stripe, white)
+            for k in range(stripes)
+        ]  # the same random numbers are drawn whatever the variant, so only the board's pixels differ
         board = [(x0, y0), (x0 + width, y0), (x0 + width, y0 + height), (x0, y0 + height)]
         self.add("traffic sign", board, self.parts(self.textured((45, 45, 50), 4, 4, 4), board, parts))
 
@@ -509,18 +526,36 @@ class _Street:
         return Scene(noisy.clip(0, 255).round().astype(np.uint8), tuple(self.objects), index, self.cue)
 
 
-def render_scene(seed: int, height: int = 256, width: int = 512, cue: str | None = None) -> Scene:
+def render_scene(
+    seed: int, height: int = 256, width: int = 512, cue: str | None = None, cue_variant: str = "boards"
+) -> Scene:
     """One procedural street scene with its annotation (polygons, index map, cue), fixed by ``seed``. ``cue``
     forces the vehicle class (``car``, ``truck`` or ``bus``) and changes nothing else but the board: the same seed
-    with another cue gives the same pixels outside the board, and the same labels outside the vehicles."""
+    with another cue gives the same pixels outside the board, and the same labels outside the vehicles.
+    ``cue_variant`` (:data:`CUE_VARIANTS`) says how the board shows the class; it too changes only the board."""
     if cue is not None and cue not in CUE_BOARDS:
         raise BadInput(f"cue must be one of {tuple(CUE_BOARDS)} or None, got {cue!r}")
+    check_cue_variant(cue_variant)
     for name, value, least in (("height", height, 32), ("width", width, 64)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise BadInput(f"{name} must be an int >= {least}, got {value!r}")
-    street = _Street(np.random.default_rng(seed), height, width, cue)
+    street = _Street(np.random.default_rng(seed), height, width, cue, cue_variant)
     street.compose()
     return street.render()
+
+
+def check_cue_variant(cue_variant: str) -> None:
+    """Refuse a ``cue_variant`` outside :data:`CUE_VARIANTS`."""
+    if cue_variant not in CUE_VARIANTS:
+        raise BadInput(f"cue_variant must be one of {CUE_VARIANTS}, got {cue_variant!r}")
+
+
+def cue_boards(cue_variant: str = "boards") -> dict[str, tuple[tuple[int, int, int], int]]:
+    """Vehicle class -> (board RGB, stripes) as ``cue_variant`` draws them (the manifest's ``cue_boards``)."""
+    check_cue_variant(cue_variant)
+    if cue_variant == "stripes":
+        return {name: (STRIPES_BOARD, stripes) for name, (_, stripes) in CUE_BOARDS.items()}
+    return dict(CUE_BOARDS)
 
 
 def make_scene(seed: int, height: int = 256, width: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -535,17 +570,23 @@ def scene_seed(seed: int, split: str, index: int) -> int:
 
 
 def frame_scene(
-    image_id: str, split: str = "val", height: int = 256, width: int = 512, seed: int = 0, cue: str | None = None
+    image_id: str,
+    split: str = "val",
+    height: int = 256,
+    width: int = 512,
+    seed: int = 0,
+    cue: str | None = None,
+    cue_variant: str = "boards",
 ) -> Scene:
     """The scene behind a written frame: ``image_id`` is its ``{city}_{seq:06d}_{frame:06d}`` stem (as
     :meth:`~anncore.data.CityscapesSegmentation.image_id` gives it), ``split``, size and ``seed`` those of the set.
-    With ``cue``, the same scene with another board (:func:`render_scene`)."""
+    With ``cue``, the same scene with another board (:func:`render_scene`); ``cue_variant`` that of the set."""
     city, seq = image_id.split("_")[:2]
     cities = CITIES[split]
     if city not in cities:
         raise BadInput(f"{image_id!r} is not a frame of the synthetic {split} split (cities {cities})")
     index = int(seq) * len(cities) + cities.index(city)
-    return render_scene(scene_seed(seed, split, index), height, width, cue)
+    return render_scene(scene_seed(seed, split, index), height, width, cue, cue_variant)
 
 
 def _write_scene(root: Path, split: str, city: str, stem: str, scene: Scene) -> None:
@@ -566,9 +607,12 @@ def _write_scene(root: Path, split: str, city: str, stem: str, scene: Scene) -> 
     Path(f"{gt}_polygons.json").write_text(json.dumps(scene.polygons()))
 
 
-def _settings(train: int, val: int, height: int, width: int, seed: int) -> dict:
+def _settings(train: int, val: int, height: int, width: int, seed: int, cue_variant: str = "boards") -> dict:
+    """The manifest's settings; ``cue_variant`` only when it is not the default, so that every set written before the
+    option existed (whose manifest lacks it) still matches the default settings."""
+    variant = {} if cue_variant == "boards" else {"cue_variant": cue_variant}
     return {"generator": __name__, "version": GENERATOR_VERSION, "train": train, "val": val, "height": height,
-            "width": width, "seed": seed}  # fmt: skip
+            "width": width, "seed": seed, **variant}  # fmt: skip
 
 
 #: The largest height or width :func:`write_synthetic_cityscapes` draws unless its ``max_side`` (``synth
@@ -600,6 +644,7 @@ def write_synthetic_cityscapes(
     width: int = 512,
     seed: int = 0,
     max_side: int = MAX_SIDE,
+    cue_variant: str = "boards",
 ) -> Path:
     """Write ``train`` + ``val`` scenes in the Cityscapes layout under ``root`` and return ``root``.
 
@@ -608,7 +653,9 @@ def write_synthetic_cityscapes(
     with ``synthetic.json`` (settings and the cue class of every frame) last; an existing ``root`` is replaced only
     if it holds that file, so real data is never overwritten. Defaults (40/10 at 256x512) take seconds on a CPU; a
     side above ``max_side`` is refused up front with the memory and time it would take (:func:`check_size`).
+    ``cue_variant`` (:data:`CUE_VARIANTS`) is how the boards show the class; a set not of the default records it.
     """
+    check_cue_variant(cue_variant)
     for name, value in (("train", train), ("val", val)):
         if not isinstance(value, int) or value < 1:
             raise BadInput(f"{name} must be a positive number of images, got {value!r}")
@@ -628,24 +675,37 @@ def write_synthetic_cityscapes(
         for i in tqdm(range(count), desc=f"synthetic Cityscapes {split}", leave=False, disable=None):
             city = cities[i % len(cities)]
             stem = f"{city}_{i // len(cities):06d}_000019"
-            scene = render_scene(scene_seed(seed, split, i), height, width)
+            scene = render_scene(scene_seed(seed, split, i), height, width, cue_variant=cue_variant)
             _write_scene(partial, split, city, stem, scene)
             cues[stem] = scene.cue
-    manifest = {**_settings(train, val, height, width, seed), "cue_boards": CUE_BOARDS, "cues": cues}
+    settings = _settings(train, val, height, width, seed, cue_variant)
+    manifest = {**settings, "cue_boards": cue_boards(cue_variant), "cues": cues}
     write_json(manifest, partial / MANIFEST)
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
     return root
 
 
+def recorded_cue_variant(recorded: dict) -> str:
+    """The ``cue_variant`` of a set from its manifest's content (absent: the default, ``boards``)."""
+    return str(recorded.get("cue_variant", "boards"))
+
+
 def ensure_synthetic(
-    root: str | Path, train: int = 40, val: int = 10, height: int = 256, width: int = 512, seed: int = 0
+    root: str | Path,
+    train: int = 40,
+    val: int = 10,
+    height: int = 256,
+    width: int = 512,
+    seed: int = 0,
+    cue_variant: str = "boards",
 ) -> Path:
     """The synthetic set under ``root`` with these settings: written by :func:`write_synthetic_cityscapes` unless
-    ``root/synthetic.json`` already records exactly these settings (and this generator version)."""
-    manifest, wanted = Path(root) / MANIFEST, _settings(train, val, height, width, seed)
+    ``root/synthetic.json`` already records exactly these settings (and this generator version and cue variant)."""
+    manifest, wanted = Path(root) / MANIFEST, _settings(train, val, height, width, seed, cue_variant)
     if manifest.is_file():
         recorded = json.loads(manifest.read_text())
-        if {key: recorded.get(key) for key in wanted} == wanted:
+        same = {key: recorded.get(key) for key in wanted} == wanted
+        if same and recorded_cue_variant(recorded) == cue_variant:
             return Path(root)
-    return write_synthetic_cityscapes(root, train, val, height, width, seed)
+    return write_synthetic_cityscapes(root, train, val, height, width, seed, cue_variant=cue_variant)

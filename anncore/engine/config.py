@@ -21,6 +21,7 @@ import yaml
 
 from anncore.data.labels import NUM_CLASSES
 from anncore.data.root import SYNTHETIC, resolve_data_root, synthetic_set_of
+from anncore.data.synthetic import CUE_VARIANTS
 from anncore.errors import BadInput
 from anncore.models.backbone import BACKBONES
 from anncore.models.heads import HEADS
@@ -83,6 +84,12 @@ class TrainConfig:
     )
     synthetic_scenes: tuple[int, int] = _opt(
         (40, 10), f"train and val scenes of the synthetic set (data_root {SYNTHETIC!r} only)", metavar=("TRAIN", "VAL")
+    )
+    synthetic_cue: str = _opt(
+        "boards",
+        f"how the synthetic set's cue board shows the vehicle class (data_root {SYNTHETIC!r} only): boards (colour and "
+        "stripe count) or stripes (one colour, equal white area: stripe count only; params/afnb_variant.yaml)",
+        choices=CUE_VARIANTS,
     )
     check_data: bool = _opt(
         False, "decode every image and label before training, listing every bad file (always for <= 500 images)"
@@ -248,7 +255,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
 
 def data_root_of(config: TrainConfig) -> Path:
     """Where ``config`` reads its data: the one data-root rule (:func:`~anncore.data.root.resolve_data_root`), the
-    synthetic set being that of ``synthetic_size`` and ``synthetic_scenes``."""
+    synthetic set being that of ``synthetic_size``, ``synthetic_scenes`` and ``synthetic_cue``."""
     return resolve_data_root(config.data_root, synthetic_set_of(asdict(config)))
 
 
