@@ -23,7 +23,8 @@ course: $(STAMP)
 course-model: $(STAMP)
 	rm -f runs/course_model/checkpoint.pt
 	$(PY) -m anncore train --config params/course_model.yaml
-	$(PY) -m anncore export --checkpoint runs/course_model/checkpoint.pt --out models/course
+	rm -f models/course/cue.json
+	$(PY) -m anncore export --checkpoint runs/course_model/checkpoint.pt --out models/course --overwrite
 	$(PY) -m anncore cue --checkpoint models/course/model.pt --json models/course/cue.json
 
 ## Debian's chromium for the JupyterLab browser test (best effort: the test skips, saying why, without it)

@@ -1,31 +1,18 @@
 """anncore: Asymmetric Non-local Neural Networks for Semantic Segmentation (Zhu et al., ICCV 2019), readable.
 
-The blocks are importable from the package root; the rest lives in modules named for what they hold.
+The blocks (:mod:`anncore.nn`) and ``pick_device`` are importable from the package root; the rest lives in the
+layers' subpackages (the README's layout table).
 """
 
 import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from anncore.device import pick_device
-from anncore.nn.attention import ATTN_IMPLEMENTATIONS, attention, attention_weights
-from anncore.nn.blocks import AFNB, APNB, NonLocal2d, SelfAttention2d
-from anncore.nn.pyramid import effective_attention, num_anchors, pooling_matrix, pyramid_pool
+from anncore.device import pick_device as pick_device  # the device rule, re-exported
+from anncore.nn import *  # noqa: F403 - the blocks, re-exported at the root
+from anncore.nn import __all__ as _BLOCKS
 
-__all__ = [
-    "AFNB",
-    "APNB",
-    "ATTN_IMPLEMENTATIONS",
-    "NonLocal2d",
-    "SelfAttention2d",
-    "attention",
-    "attention_weights",
-    "effective_attention",
-    "num_anchors",
-    "pick_device",
-    "pooling_matrix",
-    "pyramid_pool",
-]
+__all__ = sorted([*_BLOCKS, "pick_device"])
 
 
 def _version() -> str:

@@ -1,4 +1,9 @@
-"""The one command line: ``python -m anncore <command>``; ``python -m anncore --help`` lists the commands."""
+"""The one command line: ``python -m anncore <command>``; ``python -m anncore --help`` lists the commands.
+
+Each command's function imports what it runs inside it, so ``--help`` and a command stay fast and a command needs
+only its own optional dependencies (``bench --suite explorer`` the course extra, ``train`` none); size (~450 lines):
+the parser of every command and its flags.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from anncore.errors import BadInput, MissingInput
+from anncore.errors import BadInput, MissingInput, OutputInUse
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -114,6 +119,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.device,
         args.save_predictions,
         args.limit,
+        args.overwrite,
     )
     print(
         f"mIoU {result.metrics['miou']:.4f}  pixel accuracy {result.metrics['pixel_acc']:.4f}  "
@@ -122,12 +128,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def refuse_existing(path: Path, what: str, overwrite: bool) -> None:
+    """A command's single output file is never replaced unless the user says so (``--overwrite``)."""
+    if path.exists() and not overwrite:
+        raise OutputInUse(f"{what} {path} exists; choose another file, or pass --overwrite to replace it")
+
+
 def _cue(args: argparse.Namespace) -> int:
     from anncore.analysis.cue import VEHICLES, board_swap, cue_settings
     from anncore.device import pick_device
     from anncore.files import write_json
     from anncore.models.loading import load_model, resolve_checkpoint
 
+    if args.json:
+        refuse_existing(Path(args.json), "--json", args.overwrite)  # before the test, not after its minutes
     checkpoint = resolve_checkpoint(args.checkpoint)
     device = pick_device(args.device)
     model = load_model(checkpoint, map_location=device)
@@ -167,6 +181,7 @@ def _ablate(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from anncore.models.convert import convert_checkpoint
 
+    refuse_existing(Path(args.dst), "the output file", args.overwrite)
     config = convert_checkpoint(Path(args.src), args.source, Path(args.dst), align_corners=args.align_corners)
     aux = f"aux head {config['aux_width']} wide" if config["aux"] else "no aux head"
     print(
@@ -181,7 +196,16 @@ def _explore(args: argparse.Namespace) -> int:
     from anncore.course.explore import explore_photos
 
     limit = {} if args.max_cells is None else {"max_cells": args.max_cells}
-    written = explore_photos(args.checkpoint, args.photos, args.out, args.cells, args.device, args.max_side, **limit)
+    written = explore_photos(
+        args.checkpoint,
+        args.photos,
+        args.out,
+        args.cells,
+        args.device,
+        args.max_side,
+        **limit,
+        overwrite=args.overwrite,
+    )
     print(f"{len(written)} figures of where the query pixels look, in {args.out}")
     return 0
 
@@ -196,17 +220,22 @@ def _exercises(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The run files ``export`` copies beside ``model.pt``.
+RUN_COPIES = ("log.jsonl", "metrics.json", "config.yaml")
+
+
 def _export(args: argparse.Namespace) -> int:
     import shutil
 
+    from anncore.files import fresh_output
     from anncore.models.loading import export_model
 
-    source, out = Path(args.checkpoint), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = export_model(source, out / "model.pt")
-    copied = [name for name in ("log.jsonl", "metrics.json", "config.yaml") if (source.parent / name).is_file()]
-    for name in copied:
-        shutil.copyfile(source.parent / name, out / name)
+    source = Path(args.checkpoint)
+    with fresh_output(args.out, "--out", args.overwrite, ("model.pt", *RUN_COPIES)) as out:
+        model = export_model(source, out / "model.pt")
+        copied = [name for name in RUN_COPIES if (source.parent / name).is_file()]
+        for name in copied:
+            shutil.copyfile(source.parent / name, out / name)
     print(f"{model} ({model.stat().st_size / 2**20:.1f} MiB, weights only) and {', '.join(copied) or 'no run files'}")
     return 0
 
@@ -234,6 +263,10 @@ def _gpu_check(args: argparse.Namespace) -> int:
     if args.step:  # one step, in the subprocess the check starts for it
         return check.run_step(args.step, Path(args.out), args.limit_s, args.dry_run, args.work)
     return check.run_check(Path(args.out), args.budget_s, args.dry_run, args.only)
+
+
+#: ``--overwrite`` of the commands that write a folder (:func:`anncore.files.fresh_output`).
+OVERWRITE_HELP = "replace what an earlier run wrote in --out (never a file anncore did not write)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     evaluate.add_argument("--save-predictions", action="store_true", help="label-id PNGs + colour overlays")
     evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
+    evaluate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier evaluation's files in --out (never files anncore did not write)",
+    )
     evaluate.set_defaults(run=_evaluate)
 
     cue = commands.add_parser("cue", help="board-swap test: does a model read the synthetic set's distant cue?")
@@ -348,11 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     cue.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="scene size (default: the training set's)")
     cue.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
     cue.add_argument("--json", metavar="FILE", help="also write the result (key follow_rate) to this JSON file")
+    cue.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     cue.set_defaults(run=_cue)
 
     export = commands.add_parser("export", help="a checkpoint's model alone (no optimiser state), with its run files")
     export.add_argument("--checkpoint", required=True, help="OUT/checkpoint.pt written by `train`")
     export.add_argument("--out", required=True, help="folder: model.pt, and log.jsonl, metrics.json, config.yaml")
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export's files in --out (never files anncore did not write)",
+    )
     export.set_defaults(run=_export)
 
     convert = commands.add_parser(
@@ -365,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--align-corners", action=argparse.BooleanOptionalAction, default=None,
         help="override the upsampling's align_corners (default: official True; mmseg from the file's config)",
     )  # fmt: skip
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     convert.set_defaults(run=_convert)
 
     explore = commands.add_parser("explore", help="the attention explorer's figures for your own photos")
@@ -377,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explore.add_argument("--max-side", type=int, default=2048, help="longer side of the photo fed (default 2048)")
     explore.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:1, mps")
+    explore.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier exploration's figures in --out (never files anncore did not write)",
+    )
     explore.set_defaults(run=_explore)
 
     exercises = commands.add_parser(

@@ -8,18 +8,22 @@ second process from writing into an output folder that a run is using."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase as fnmatch
 from pathlib import Path
 from typing import Any
 
 from anncore.errors import BadInput, OutputInUse
 
 LOCK_NAME = ".anncore.lock"
+#: The files a command wrote into its ``--out`` (:func:`fresh_output`), one relative path per line.
+OUTPUTS_NAME = ".anncore-outputs"
 
 
 def json_safe(value: Any) -> Any:
@@ -99,3 +103,69 @@ def output_lock(folder: str | Path, what: str = "--out") -> Iterator[Path]:
     finally:
         lock.unlink(missing_ok=True)  # while still holding it: a waiter that opened this file retries (above)
         handle.close()
+
+
+def _files_under(folder: Path) -> set[str]:
+    """Every file below ``folder`` as a POSIX path relative to it, the project's own bookkeeping files left out."""
+    found = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}
+    return found - {LOCK_NAME, OUTPUTS_NAME}
+
+
+def _recorded_outputs(folder: Path) -> set[str]:
+    record = folder / OUTPUTS_NAME
+    return set(record.read_text().split("\n")) - {""} if record.is_file() else set()
+
+
+@contextmanager
+def fresh_output(
+    folder: str | Path, what: str = "--out", overwrite: bool = False, known: Sequence[str] = ()
+) -> Iterator[Path]:
+    """The one rule for a command's output folder: nothing it did not write is deleted or overwritten, and a new
+    run's outputs are never mixed with an earlier run's.
+
+    Holds :func:`output_lock` on ``folder`` for the body. A folder that already holds files is refused (one line
+    naming one of them) unless ``overwrite``; with ``overwrite``, the files this project recorded writing there
+    before (``folder/.anncore-outputs``) and those matching ``known`` (glob patterns of the command's own file names,
+    for folders written before the record existed) are deleted first, and any other file is still refused. The files
+    the body writes are recorded when it ends, even when it fails, so a later ``overwrite`` can clear them."""
+    with output_lock(folder, what) as out:
+        present = _files_under(out)
+        ours = _recorded_outputs(out) | {name for name in present if any(fnmatch(name, p) for p in known)}
+        if present and not overwrite:
+            one = sorted(present)[0]
+            raise OutputInUse(
+                f"{what} {out} already holds {one} ({len(present)} files); choose a new or empty folder, or pass "
+                "--overwrite to replace what an earlier run of this command wrote there"
+            )
+        foreign = sorted(present - ours)
+        if foreign:
+            raise OutputInUse(
+                f"{what} {out} holds {foreign[0]}, which anncore did not write ({len(foreign)} such files); "
+                "--overwrite replaces only earlier outputs: move that file or choose another folder"
+            )
+        for name in sorted(present):
+            (out / name).unlink()
+        for sub in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(sub.iterdir()):
+                sub.rmdir()
+        try:
+            yield out
+        except OSError as err:
+            if not disk_full(err):
+                raise
+            for name in _files_under(out):  # a half-written set of outputs: gone, so nothing mixes with it later
+                (out / name).unlink(missing_ok=True)
+            raise OSError(errno.ENOSPC, f"No space left on the device of {out}; this run's partial outputs there were "
+                          "removed") from err  # fmt: skip
+        finally:
+            (out / OUTPUTS_NAME).write_text("".join(f"{name}\n" for name in sorted(_files_under(out))))
+
+
+def disk_full(err: BaseException | None) -> bool:
+    """Whether ``err`` or an exception it arose from is ``ENOSPC`` (``torch.save`` and PIL report a failed write as
+    another error, with the ``OSError`` only as its cause or context)."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        err = err.__cause__ or err.__context__
+    return False

@@ -52,6 +52,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     other_head = {k: v for k, v in state.items() if k != "format"}
     other_head["model_config"] = {**state["model_config"], "head": "fcn"}  # the weights are still ann's
     save_checkpoint(other_head, root / "other_head.pt")
+    state = load_checkpoint(good)
+    reshaped = {k: v for k, v in state.items() if k != "format"}
+    reshaped["model"] = {**state["model"], "head.cls.weight": state["model"]["head.cls.weight"][:, :7]}
+    save_checkpoint(reshaped, root / "reshaped.pt")
     corrupt = write_synthetic_cityscapes(root / "corrupt", train=2, val=1, height=64, width=128)
     image = next((corrupt / "leftImg8bit" / "val").glob("*/*.png"))
     image.write_bytes(image.read_bytes()[:200])  # header intact, pixels cut: only decoding finds it
@@ -63,6 +67,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "two_weights.yaml").write_text(RECIPE + "class_weights: [1.0, 2.0]\n")
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)).save(root / "photo.png")  # an 8x16 grid
+    (root / "occupied").mkdir()
+    (root / "occupied" / "mine.txt").write_text("the user's notes\n")  # a folder of the user's, as --out
+    noted = write_synthetic_cityscapes(root / "noted_set", train=1, val=1, height=64, width=128)
+    (noted / "leftImg8bit" / "notes.txt").write_text("the user's notes\n")  # inside a set anncore wrote
     return {"root": root, "good": good}
 
 
@@ -96,6 +104,10 @@ CLI_CASES = [
      "recipe.yaml is a file; expected a folder"),
     ("SDPA backend this device lacks", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/eff",
      "--attn-implementation", "efficient"], "--attn-implementation efficient: that SDPA backend cannot run on cpu"),
+    ("--checkpoint is a run folder", ["evaluate", "--checkpoint", "{root}/run", "--out", "{root}/e"],
+     "checkpoint {root}/run is a folder, not a file: pass {root}/run/checkpoint.pt"),
+    ("one tensor of the wrong shape", ["evaluate", "--checkpoint", "{root}/reshaped.pt", "--out", "{root}/e"],
+     "head.cls.weight has shape (19, 7, 1, 1), the model's is (19, 128, 1, 1)"),
     ("head does not fit the weights", ["evaluate", "--checkpoint", "{root}/other_head.pt", "--out", "{root}/e"],
      "weights do not fit the model its model_config describes"),
     ("pretrained file is text", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/pre", "--backbone",
@@ -103,9 +115,9 @@ CLI_CASES = [
     ("pretrained file missing", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/pre", "--backbone",
      "resnet50", "--pretrained", "{root}/nowhere.pth"], "nowhere.pth does not exist"),
     ("undecodable image, check-data", ["check-data", "--data-root", "{root}/corrupt"],
-     "1 unreadable Cityscapes files"),
+     "1 bad Cityscapes files"),
     ("undecodable image, train checks first", ["train", "--config", "{root}/recipe.yaml", "--out", "{root}/c",
-     "--data-root", "{root}/corrupt"], "1 unreadable Cityscapes files"),
+     "--data-root", "{root}/corrupt"], "1 bad Cityscapes files"),
     ("unknown split", ["check-data", "--data-root", "{root}/corrupt", "--splits", "valid"], "split must be one of"),
     ("course params YAML syntax", ["course", "--params", "{root}/bad_params", "--only", "00"],
      "00_setup.yaml: not valid YAML"),
@@ -153,6 +165,21 @@ CLI_CASES = [
      "--cells", "9", "--max-cells", "9"], "photo.png is 8x16, so at most --cells 8"),
     ("explore --max-side 0", ["explore", "--checkpoint", "{good}", "{root}/photo.png", "--out", "{root}/x",
      "--max-side", "0"], "--max-side must be a number of pixels >= 1, got 0"),
+    # a user's files are never deleted or overwritten, and an earlier run's outputs never mixed with a new run's
+    ("evaluate into a folder that holds files", ["evaluate", "--checkpoint", "{good}", "--out", "{root}/occupied"],
+     "already holds mine.txt (1 files); choose a new or empty folder, or pass --overwrite"),
+    ("evaluate --overwrite over a user's file", ["evaluate", "--checkpoint", "{good}", "--out", "{root}/occupied",
+     "--overwrite"], "holds mine.txt, which anncore did not write"),
+    ("export into a folder that holds files", ["export", "--checkpoint", "{good}", "--out", "{root}/occupied"],
+     "already holds mine.txt"),
+    ("explore into a folder that holds files", ["explore", "--checkpoint", "{good}", "{root}/photo.png", "--out",
+     "{root}/occupied", "--cells", "1"], "already holds mine.txt"),
+    ("cue --json over an existing file", ["cue", "--checkpoint", "{good}", "--json", "{root}/recipe.yaml"],
+     "--json {root}/recipe.yaml exists; choose another file, or pass --overwrite"),
+    ("convert over an existing file", ["convert", "--from", "official", "{root}/text.pt", "{root}/recipe.yaml"],
+     "exists; choose another"),
+    ("synth over a set holding a user's file", ["synth", "--out", "{root}/noted_set", "--train", "1", "--val", "1",
+     "--height", "64", "--width", "128"], "holds leftImg8bit/notes.txt, which the generator did not write"),
     # large requests: refused above a bound the user can lift, with what they would cost
     ("synth --width 100000", ["synth", "--out", "{root}/big", "--train", "1", "--val", "1", "--width", "100000"],
      "a 256x100000 synthetic image takes about 2.4 GiB of memory"),
@@ -166,6 +193,7 @@ def test_cli_bad_input_is_one_line(files, argv, message, capsys):
     argv = [a.format(root=files["root"], good=files["good"]) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
+    message = message.format(root=files["root"])
     assert message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
 
@@ -201,7 +229,7 @@ def test_a_diverged_run_leaves_no_poisoned_checkpoint(files, tmp_path, capsys):
     # lr 1e6 diverges after a few good steps (iteration 3 here), so checkpoints were written: the last good one is
     # kept, finite everywhere, and the message names it
     kept = tmp_path / "run" / "checkpoint.pt"
-    assert kept.exists() and f"{kept} (iteration " in str(caught.value)
+    assert kept.exists() and f"{kept} holds iteration " in str(caught.value)
     state = load_checkpoint(kept)
     assert non_finite({"model": state["model"], "optimizer": state["optimizer"]["state"]}) == []
     resumed = load_config(files["root"] / "recipe.yaml", out=str(tmp_path / "run"), iters=20, lr=1e-3,

@@ -25,10 +25,12 @@ import urllib.error
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import papermill
 import pytest
 import torch
 import torchvision.models._api
+from PIL import Image
 from torch.utils.data import DataLoader
 from train_cli import flags
 
@@ -245,7 +247,7 @@ def test_the_up_front_check_lists_every_bad_file_at_once(tiny_set):
     with pytest.raises(BadInput) as caught:
         check_data(datasets, progress=False)
     message = str(caught.value)
-    assert message.startswith("2 unreadable Cityscapes files"), message
+    assert message.startswith("2 bad Cityscapes files"), message
     assert str(train_image) in message and str(val_label) in message, message
 
 
@@ -253,7 +255,7 @@ def test_the_up_front_check_goes_on_past_the_first_bad_file_of_a_split(tiny_set)
     bad = [sample[0] for sample in CityscapesSegmentation(tiny_set, "train").samples[::2]]
     for image in bad:
         corrupt(image)
-    with pytest.raises(BadInput, match=r"^2 unreadable Cityscapes files") as caught:
+    with pytest.raises(BadInput, match=r"^2 bad Cityscapes files") as caught:
         check_data([CityscapesSegmentation(tiny_set, "train")], progress=False)
     assert all(str(image) in str(caught.value) for image in bad), caught.value
 
@@ -503,3 +505,20 @@ def test_sigterm_to_the_process_group_stops_workers_and_resumes_bitwise(preempti
     assert f"interrupted at iteration {killed_at} of" in line
     train(load_config(None, data_root=str(preemption_set), out=str(out), resume=True, **settings))
     assert_same_run(uninterrupted, out)
+
+
+def test_label_ids_out_of_range_are_listed_by_the_check_with_every_other_bad_file(tiny_set):
+    """A ``_labelTrainIds.png`` holding 200 (no train id) is the user's data, not a bug: check-data lists it beside an
+    undecodable image, naming the file and the value, instead of dying on it with a traceback."""
+    label = CityscapesSegmentation(tiny_set, "val").samples[0][1]
+    pixels = np.array(Image.open(label))
+    pixels[0, 0] = 200
+    Image.fromarray(pixels).save(label)
+    image = CityscapesSegmentation(tiny_set, "train").samples[0][0]
+    corrupt(image)
+    with pytest.raises(BadInput) as caught:
+        check_data([CityscapesSegmentation(tiny_set, "train"), CityscapesSegmentation(tiny_set, "val")], False)
+    message = str(caught.value)
+    assert message.startswith("2 bad Cityscapes files"), message
+    assert f"{label}: expected" in message and "values [200] are not valid here" in message, message
+    assert str(image) in message, message

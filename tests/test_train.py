@@ -162,7 +162,7 @@ def test_non_finite_loss_stops_naming_the_iteration_and_keeps_the_checkpoint(tmp
     monkeypatch.setattr(SegmentationLoss, "forward", poisoned)
     out = tmp_path / "nan"
     config = load_config(None, data_root=str(data_root), out=str(out), iters=5, checkpoint_every=1, **TINY)
-    with pytest.raises(NonFiniteLossError, match=r"at iteration 3 of 5.*checkpoint .*checkpoint\.pt \(iteration 2\)"):
+    with pytest.raises(NonFiniteLossError, match=r"at iteration 3 of 5.*checkpoint\.pt holds iteration 2; --resume"):
         train(config)
     kept = load_checkpoint(out / "checkpoint.pt")
     assert kept["iteration"] == 2

@@ -1,5 +1,9 @@
 """The benchmark suites behind ``python -m anncore bench`` (instruments in :mod:`anncore.analysis.cost`).
 
+Size (~550 lines): one settings class checks every suite's settings, and the two suites share their variants, their
+documents and their tables; the explorer suite, which times a course widget, is
+:mod:`anncore.course.explorer_bench`.
+
 ``paper``
     The official ``efficiency_statics/totaltime_test.py`` protocol (paper abstract): the attention branch
     alone (its ``_SelfAttentionBlock``, here :class:`~anncore.nn.blocks.SelfAttention2d`, without the fusion conv) on

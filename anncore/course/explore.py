@@ -24,6 +24,7 @@ from anncore.data.labels import IGNORE_INDEX
 from anncore.data.transforms import val_transforms
 from anncore.device import pick_device
 from anncore.errors import BadInput, MissingInput
+from anncore.files import fresh_output
 from anncore.models.loading import load_model
 
 
@@ -82,21 +83,27 @@ def explore_photos(
     device: str = "auto",
     max_side: int = 2048,
     max_cells: int = MAX_CELLS,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write the explorer's figure for ``per_side``^2 query cells of every block of every photo into ``out``;
     returns the files (``{photo}_{block}_{row}_{col}.png``).
 
     ``per_side`` must be in ``[1, max_cells]`` (:func:`check_cells`, before the model is loaded) and at most the
     side of every block's query grid (checked for each photo before its figures are drawn: more cells than grid
-    rows or columns would repeat cells)."""
-    from matplotlib.figure import Figure
-
+    rows or columns would repeat cells). ``out`` is a folder of its own (:func:`~anncore.files.fresh_output`:
+    refused when it holds files, unless ``overwrite`` replaces an earlier exploration's figures)."""
     check_cells(per_side, max_cells)
     model = load_model(checkpoint, map_location=pick_device(device))
     samples = photo_samples(photos, max_side)
     explorer = AttentionExplorer(model, samples, indices=range(len(samples)), names=[Path(p).stem for p in photos])
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with fresh_output(out, "--out", overwrite, ("*_*_[0-9]*_[0-9]*.png",)) as folder:  # {photo}_{block}_{row}_{col}
+        return _draw(explorer, photos, per_side, folder)
+
+
+def _draw(explorer: AttentionExplorer, photos: Sequence[str | Path], per_side: int, out: Path) -> list[Path]:
+    """The figures of :func:`explore_photos`, into ``out``."""
+    from matplotlib.figure import Figure
+
     written = []
     for index, photo in enumerate(photos):
         explorer.select(image=index)

@@ -1,5 +1,8 @@
 """Plotting helpers for the course: pyramid grids, attention maps, costs and tensor shapes.
 
+Size (~620 lines): every figure of the notebooks, as pure functions sharing one colour map, one colour-bar rule and
+one set of small helpers; splitting them by notebook would copy those.
+
 Every ``plot_*`` function is pure: it builds a new :class:`matplotlib.figure.Figure` (not registered with pyplot, so a
 notebook shows it exactly once, as the cell's value) and returns it. Every ``draw_*`` function draws onto an
 ``Axes`` it is given (or a new one) and returns that ``Axes``, so notebooks can compose panels. Nothing here changes

@@ -172,7 +172,7 @@ def check_data(datasets: Sequence[CityscapesSegmentation], progress: bool = True
     problems = [problem for dataset in datasets for problem in dataset.bad_files(progress)]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise BadInput(f"{len(problems)} unreadable Cityscapes files: {shown}")
+        raise BadInput(f"{len(problems)} bad Cityscapes files (unreadable, or holding ids out of range): {shown}")
 
 
 def data_record(root: str | Path, datasets: Sequence[CityscapesSegmentation]) -> dict[str, Any]:

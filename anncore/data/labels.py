@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torchvision.datasets import Cityscapes
 
+from anncore.errors import BadInput
+
 #: Every official label by name (``name, id, train_id, category, ..., has_instances, ignore_in_eval, color``).
 LABELS = {label.name: label for label in Cityscapes.classes if label.id >= 0}
 _TRAIN_LABELS = sorted((label for label in LABELS.values() if label.train_id != 255), key=lambda label: label.train_id)
@@ -41,17 +43,18 @@ TRAIN_ID_TO_LABEL_ID[IGNORE_INDEX] = LABELS["unlabeled"].id
 
 
 def lookup(values: np.ndarray | torch.Tensor, table: np.ndarray, what: str) -> np.ndarray:
-    """``table[values]`` for integer ``values`` in 0..255; raises naming ``what`` and the bad values when a value
-    is outside the table's domain (table entry -1)."""
+    """``table[values]`` for integer ``values`` in 0..255; raises :class:`~anncore.errors.BadInput` (a
+    ``ValueError``: a label file holding ids it should not is the user's data, said in one line) naming ``what``
+    and the bad values when a value is outside the table's domain (table entry -1)."""
     array = values.numpy(force=True) if isinstance(values, torch.Tensor) else np.asarray(values)
     if array.dtype.kind not in "iu":
-        raise TypeError(f"{what}: expected an integer array, got dtype {array.dtype}")
+        raise TypeError(f"{what}: expected an integer array, got dtype {array.dtype}")  # a programming error
     inside = (array >= 0) & (array <= 255)
     mapped = np.full(array.shape, -1, dtype=np.int16)
     mapped[inside] = table[array[inside]]
     if (mapped < 0).any():
         bad = np.unique(array[mapped < 0])[:10].tolist()
-        raise ValueError(f"{what}: values {bad} are not valid here")
+        raise BadInput(f"{what}: values {bad} are not valid here")
     return mapped
 
 

@@ -1,6 +1,9 @@
 """Synthetic Cityscapes: procedural street scenes written in exactly the Cityscapes layout (paper Sec. 4 trains on
 Cityscapes; the real set needs a login, so this is the embedded default for the course and the tests).
 
+Size (~710 lines): one scene generator, whose parts (street, buildings, vehicles, the cue board) share one
+camera, one random stream and one painter style; they are drawn in order, so they stay in one class.
+
 **Scenes.** A pinhole camera 1.6 m above a flat street looks down a road towards a horizon row; every object is
 placed in metres (lateral ``X``, depth ``Z``) and projected, so sizes follow perspective. Drawn back to front as
 polygons, as Cityscapes annotators did: sky, road (dashed centre line), two sidewalks (paving), building facades
@@ -37,6 +40,7 @@ polygons reproduces ``_labelTrainIds.png``. Everything is a function of the seed
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from collections.abc import Callable, Sequence
@@ -50,7 +54,7 @@ from tqdm import tqdm
 
 from anncore.data.labels import LABELS
 from anncore.errors import BadInput, OutputInUse
-from anncore.files import write_json
+from anncore.files import disk_full, write_json
 
 #: Bumped whenever the generator's output changes, so :func:`ensure_synthetic` regenerates stale sets.
 GENERATOR_VERSION = 2
@@ -607,6 +611,33 @@ def _write_scene(root: Path, split: str, city: str, stem: str, scene: Scene) -> 
     Path(f"{gt}_polygons.json").write_text(json.dumps(scene.polygons()))
 
 
+#: The files :func:`_write_scene` writes per frame, after ``{stem}`` (image first, then ``gtFine``'s five).
+FRAME_FILES = ("_leftImg8bit.png", *(f"_gtFine_{kind}" for kind in ("labelIds.png", "labelTrainIds.png", "color.png",
+               "instanceIds.png", "polygons.json")))  # fmt: skip
+
+
+def generated_files(manifest: dict) -> set[str]:
+    """Every file (POSIX path relative to the root) the generator wrote for the set ``manifest`` describes."""
+    found = {MANIFEST}
+    for stem in manifest.get("cues", {}):
+        city = stem.split("_")[0]
+        split = next((s for s, cities in CITIES.items() if city in cities), None)
+        for suffix in FRAME_FILES:
+            folder = "leftImg8bit" if suffix == "_leftImg8bit.png" else "gtFine"
+            found.add(f"{folder}/{split}/{city}/{stem}{suffix}")
+    return found
+
+
+def _foreign_files(root: Path) -> list[str]:
+    """Files under an existing synthetic set ``root`` that the generator did not write (a user's notes, say)."""
+    try:
+        written = generated_files(json.loads((root / MANIFEST).read_text()))
+    except (OSError, ValueError):
+        written = {MANIFEST}
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
+    return sorted(present - written)
+
+
 def _settings(train: int, val: int, height: int, width: int, seed: int, cue_variant: str = "boards") -> dict:
     """The manifest's settings; ``cue_variant`` only when it is not the default, so that every set written before the
     option existed (whose manifest lacks it) still matches the default settings."""
@@ -666,21 +697,33 @@ def write_synthetic_cityscapes(
     if root.exists() and any(root.iterdir()) and not (root / MANIFEST).is_file():
         raise OutputInUse(f"{root} exists and is not a synthetic set written by anncore (no {MANIFEST}); "
                               "refusing to overwrite it: pass another root or remove it")  # fmt: skip
+    if root.is_dir() and (foreign := _foreign_files(root)):
+        raise OutputInUse(
+            f"{root} is a synthetic set, but it also holds {foreign[0]}, which the generator did not write "
+            f"({len(foreign)} such files); refusing to replace it: move them, or pass another root"
+        )
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    cues = {}
-    for split, count in (("train", train), ("val", val)):
-        cities = CITIES[split]
-        # disable=None: no bar where the output is not a terminal (notebooks, CI logs)
-        for i in tqdm(range(count), desc=f"synthetic Cityscapes {split}", leave=False, disable=None):
-            city = cities[i % len(cities)]
-            stem = f"{city}_{i // len(cities):06d}_000019"
-            scene = render_scene(scene_seed(seed, split, i), height, width, cue_variant=cue_variant)
-            _write_scene(partial, split, city, stem, scene)
-            cues[stem] = scene.cue
-    settings = _settings(train, val, height, width, seed, cue_variant)
-    manifest = {**settings, "cue_boards": cue_boards(cue_variant), "cues": cues}
-    write_json(manifest, partial / MANIFEST)
+    try:
+        cues = {}
+        for split, count in (("train", train), ("val", val)):
+            cities = CITIES[split]
+            # disable=None: no bar where the output is not a terminal (notebooks, CI logs)
+            for i in tqdm(range(count), desc=f"synthetic Cityscapes {split}", leave=False, disable=None):
+                city = cities[i % len(cities)]
+                stem = f"{city}_{i // len(cities):06d}_000019"
+                scene = render_scene(scene_seed(seed, split, i), height, width, cue_variant=cue_variant)
+                _write_scene(partial, split, city, stem, scene)
+                cues[stem] = scene.cue
+        settings = _settings(train, val, height, width, seed, cue_variant)
+        manifest = {**settings, "cue_boards": cue_boards(cue_variant), "cues": cues}
+        write_json(manifest, partial / MANIFEST)
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+        raise OSError(errno.ENOSPC, f"No space left on the device of {partial.parent} while writing the synthetic "
+                      f"set {root}; the partial set was removed") from err  # fmt: skip
     shutil.rmtree(root, ignore_errors=True)
     partial.rename(root)
     return root

@@ -36,7 +36,7 @@ from anncore.device import pick_device
 from anncore.engine.config import finite
 from anncore.engine.metrics import ConfusionMatrix
 from anncore.errors import BadInput
-from anncore.files import write_json
+from anncore.files import fresh_output, write_json
 from anncore.models.checkpoint import load_checkpoint
 from anncore.models.loading import load_model, resolve_checkpoint
 from anncore.progress import progress
@@ -275,6 +275,10 @@ def evaluation_data_root(checkpoint: str | Path, data_root: str | Path | None = 
     return resolve_data_root(data_root, synthetic_set_of(trained))
 
 
+#: The files an evaluation writes into its ``--out`` (``--overwrite`` replaces them, recorded or not).
+EVALUATION_FILES = ("metrics.json", "predictions/*_pred.png", "overlays/*_overlay.png")
+
+
 def run_evaluation(
     checkpoint: Path,
     data_root: str | Path | None,
@@ -284,16 +288,20 @@ def run_evaluation(
     device: str = "auto",
     save_predictions: bool = False,
     limit: int | None = None,
+    overwrite: bool = False,
 ) -> EvaluationResult:
     """``python -m anncore evaluate``: load a training checkpoint, evaluate a split, write ``OUT/metrics.json`` and
-    (with ``save_predictions``) ``OUT/predictions/{city}_{seq}_{frame}_pred.png`` plus colour overlays."""
+    (with ``save_predictions``) ``OUT/predictions/{city}_{seq}_{frame}_pred.png`` plus colour overlays, into an
+    ``out_dir`` of its own (:func:`~anncore.files.fresh_output`: refused when it holds files, unless ``overwrite``
+    replaces an earlier evaluation's)."""
 
     dev = pick_device(device)
     model = load_model(checkpoint, map_location=dev)
     data_root = evaluation_data_root(checkpoint, data_root)
     dataset = CityscapesSegmentation(data_root, split=split, transforms=val_transforms())
-    predictions = out_dir / "predictions" if save_predictions else None
-    result = evaluate(model, dataset, config, dev, predictions, limit)
-    extra = {"checkpoint": str(checkpoint), "data_root": str(data_root), "split": split, "model": model.config}
-    write_metrics(result, out_dir, extra)
+    with fresh_output(out_dir, "--out", overwrite, EVALUATION_FILES):
+        predictions = out_dir / "predictions" if save_predictions else None
+        result = evaluate(model, dataset, config, dev, predictions, limit)
+        extra = {"checkpoint": str(checkpoint), "data_root": str(data_root), "split": split, "model": model.config}
+        write_metrics(result, out_dir, extra)
     return result

@@ -1,5 +1,9 @@
 """Training: ``python -m anncore train [--config FILE] [flags]``, one process or ``torchrun`` with DDP.
 
+Size (~560 lines): the loop itself (:func:`_train`, one screen) and the state of one run (``_Run``: data, model,
+optimiser, checkpoints, metrics) belong together; DDP setup, preemption, the run log and the resume rules are in
+their own modules of :mod:`anncore.engine`.
+
 The official recipe (paper Sec. 4; MendelXu/ANN ``hypes/seg/cityscapes/fs_annn_cityscapes_seg.json`` and
 ``run_fs_annn_cityscapes_seg.sh``) is the default of :class:`TrainConfig`: SGD lr 0.01, momentum 0.9, weight decay
 5e-4 on every parameter, poly decay ``lr * (1 - it / iters) ** 0.9`` per iteration, batch 8, 769x769 crops, 60k
@@ -340,17 +344,17 @@ class _Run:
         self.scheduler.step()
         return {"loss": total, "loss_main": main, "loss_aux": aux, "lr": lr}
 
-    def _non_finite_message(self, done: int, loss: float) -> str:
+    def kept(self) -> str:
+        """What a stopped run leaves to continue from, in the words every stop message uses."""
         if self.last_saved is None:
-            kept = "no checkpoint had been written yet"
-        else:
-            kept = (
-                f"the last good checkpoint {self.checkpoint_path} (iteration {self.last_saved}) is kept; fix the "
-                "cause and continue with --resume (it may change --lr, --iters and --amp), e.g. --resume --lr 0.001"
-            )
+            return "no checkpoint was written yet"
+        return f"{self.checkpoint_path} holds iteration {self.last_saved}; --resume continues from it"
+
+    def _non_finite_message(self, done: int, loss: float) -> str:
+        advice = "" if self.last_saved is None else " (it may change --lr, --iters and --amp), e.g. --resume --lr 0.001"
         return (
             f"non-finite loss ({loss}) at iteration {done} of {self.config.iters}: training stopped before updating "
-            f"the weights; {kept}"
+            f"the weights; {self.kept()}{advice}"
         )
 
     def validate(self, done: int, shown: Progress) -> dict[str, Any]:
@@ -373,12 +377,9 @@ class _Run:
         rng = self.ctx.all_gather(capture_rng_state())
         poisoned = non_finite({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()["state"]})
         if poisoned:
-            kept = "no checkpoint was written yet" if self.last_saved is None else (
-                f"{self.checkpoint_path} (iteration {self.last_saved}) is kept"
-            )  # fmt: skip
             raise NonFiniteLossError(
                 f"non-finite values in {', '.join(poisoned[:5])} at iteration {done} (the run diverged): not writing "
-                f"a poisoned checkpoint; {kept}; continue with --resume and a lower --lr"
+                f"a poisoned checkpoint; {self.kept()}, with a lower --lr"
             )
         with interrupts_held_back():  # a Ctrl-C or SIGTERM now lands after last_saved names what is on disk
             if self.ctx.main:
@@ -406,14 +407,9 @@ class _Run:
                 self.save(completed)
             except KeyboardInterrupt:  # a second signal, held back until the checkpoint was whole: stopping anyway
                 pass
-        kept = (
-            "no checkpoint was written yet"
-            if self.last_saved is None
-            else f"{self.checkpoint_path} holds iteration {self.last_saved}; --resume continues from it"
-        )
         name = signal.Signals(signum).name
         return TrainingInterrupted(
-            f"interrupted at iteration {completed} of {self.config.iters} by {name}: {kept}", signum
+            f"interrupted at iteration {completed} of {self.config.iters} by {name}: {self.kept()}", signum
         )
 
     def metrics(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from anncore.errors import BadInput, MissingInput
+from anncore.files import disk_full
 from anncore.interrupts import interrupts_held_back
 
 CHECKPOINT_FORMAT = 1
@@ -54,7 +55,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except (OSError, RuntimeError) as err:
-            if _disk_full(err):
+            if disk_full(err):
                 kept = f"the previous {path} is intact" if path.exists() else f"no {path} was written"
                 raise OSError(
                     errno.ENOSPC, f"No space left on the device of {path.parent} while writing {path.name}; {kept}"
@@ -64,20 +65,14 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _disk_full(err: BaseException | None) -> bool:
-    """Whether ``err`` or an exception it arose from is ``ENOSPC``: ``torch.save`` reports a failed write as a
-    ``RuntimeError`` from its zip writer, with the ``OSError`` only as its context."""
-    while err is not None:
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
 def read_torch_file(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
     """``torch.load(path, weights_only=True)``, with a one-line :class:`~anncore.errors.MissingInput` or
     :class:`~anncore.errors.BadInput` naming the file and ``what`` it should have been when it cannot be read."""
     path = Path(path)
+    if path.is_dir():
+        inside = [name for name in ("checkpoint.pt", "model.pt") if (path / name).is_file()]
+        hint = f"pass {path / inside[0]}" if inside else "pass the .pt file itself"
+        raise BadInput(f"{what} {path} is a folder, not a file: {hint}")
     if not path.is_file():
         raise MissingInput(f"{what} {path} does not exist")
     try:

@@ -31,6 +31,24 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     return Path(checkpoint)
 
 
+def weights_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """How ``found`` (a checkpoint's state dict) differs from ``expected`` (the model's), naming the keys and, for a
+    tensor of the wrong shape, both shapes."""
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    shapes = [(k, tuple(found[k].shape), tuple(v.shape)) for k, v in expected.items() if k in found
+              and tuple(found[k].shape) != tuple(v.shape)]  # fmt: skip
+    parts = []
+    if shapes:
+        key, got, want = shapes[0]
+        more = f" (and {len(shapes) - 1} more)" if len(shapes) > 1 else ""
+        parts.append(f"{key} has shape {got}, the model's is {want}{more}")
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    return "; ".join(parts) or "no key or shape differs"
+
+
 def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> ANN:
     """Rebuild a trained model from a training checkpoint (``OUT/checkpoint.pt``), in eval mode.
 
@@ -52,14 +70,9 @@ def load_model(checkpoint: str | Path, map_location: str | torch.device = "cpu")
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:  # load_state_dict lists every missing, unexpected and mis-shaped tensor
-        missing, unexpected = (
-            model.state_dict().keys() - state["model"].keys(),
-            state["model"].keys() - model.state_dict().keys(),
-        )
         raise BadInput(
-            f"{path}: its weights do not fit the model its model_config describes ({config}): {len(missing)} missing "
-            f"(e.g. {sorted(missing)[:2]}), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:2]}) or "
-            "mis-shaped tensors; was the checkpoint edited?"
+            f"{path}: its weights do not fit the model its model_config describes ({config}): "
+            f"{weights_mismatch(model.state_dict(), state['model'])}; was the checkpoint edited?"
         ) from err
     return model.to(map_location).eval()
 
