@@ -62,7 +62,9 @@ def test_export_keeps_the_model_and_drops_the_optimiser(tmp_path, capsys):
     run = _tiny_run(tmp_path)
     assert main(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "shipped")]) == 0
     shipped = tmp_path / "shipped"
-    assert sorted(p.name for p in shipped.iterdir()) == ["config.yaml", "log.jsonl", "metrics.json", "model.pt"]
+    files = ["config.yaml", "log.jsonl", "metrics.json", "model.pt"]
+    assert sorted(p.name for p in shipped.iterdir()) == [".anncore-outputs", *files]  # + the record of what it wrote
+    assert (shipped / ".anncore-outputs").read_text().split() == files
     state = load_checkpoint(shipped / "model.pt")
     assert "optimizer" not in state and "rng" not in state
     assert (shipped / "model.pt").stat().st_size < (run / "checkpoint.pt").stat().st_size / 2  # Adam: 2 moments

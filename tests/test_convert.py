@@ -376,5 +376,5 @@ def test_evaluate_and_the_explorer_run_on_a_converted_model(source_files, tmp_pa
     Image.fromarray(np.zeros((64, 128, 3), np.uint8)).save(tmp_path / "photo.png")
     argv = ["explore", "--checkpoint", str(tmp_path / "official.pt"), str(tmp_path / "photo.png")]
     assert main([*argv, "--out", str(tmp_path / "figures"), "--cells", "1", "--device", "cpu"]) == 0
-    assert sorted(p.name.split("_")[1] for p in (tmp_path / "figures").iterdir()) == ["AFNB", "APNB"]
+    assert sorted(p.name.split("_")[1] for p in (tmp_path / "figures").glob("*.png")) == ["AFNB", "APNB"]
     capsys.readouterr()

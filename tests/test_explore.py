@@ -33,7 +33,7 @@ def test_explore_writes_a_figure_per_block_and_cell(checkpoint, tmp_path, capsys
     out = tmp_path / "figures"
     argv = ["explore", "--checkpoint", str(checkpoint), str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
     assert main([*argv, "--out", str(out), "--device", "cpu"]) == 0
-    figures = sorted(p.name for p in out.iterdir())
+    figures = sorted(p.name for p in out.glob("*.png"))  # beside them, .anncore-outputs records what was written
     assert len(figures) == 2 * 2 * 4  # photos x blocks (AFNB, APNB) x 2x2 query cells
     assert figures[0].startswith("a_AFNB_") and Image.open(out / figures[0]).size[0] > 200
     assert "16 figures" in capsys.readouterr().out
