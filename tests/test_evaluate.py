@@ -10,6 +10,7 @@ from PIL import Image
 from torch import nn
 
 from anncore.data import CLASS_NAMES, CityscapesSegmentation, val_transforms
+from anncore.data.cityscapes import data_record
 from anncore.data.synthetic import write_synthetic_cityscapes
 from anncore.engine.evaluate import (
     PRESETS,
@@ -159,6 +160,9 @@ def test_evaluate_command_end_to_end(synthetic_val, small_model_file, tmp_path, 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 3 and len(metrics["iou"]) == 19 and metrics["inference"]["flip"] is True
     dataset = CityscapesSegmentation(synthetic_val, "val")
+    # the data it read, recorded as training records it: absolute root, image count, file-list fingerprint
+    assert metrics["data"] == data_record(synthetic_val, [dataset])
+    assert metrics["data"]["root"] == str(synthetic_val.resolve()) and metrics["data"]["val_images"] == 3
     assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(
         f"{dataset.image_id(i)}_pred.png" for i in range(len(dataset))
     )  # label-id PNGs alone: what the official evaluator walks

@@ -31,6 +31,7 @@ from anncore.data import (
     train_id_to_label_id,
     val_transforms,
 )
+from anncore.data.cityscapes import data_record
 from anncore.data.root import resolve_data_root, synthetic_set_of
 from anncore.device import pick_device
 from anncore.engine.config import finite
@@ -302,6 +303,7 @@ def run_evaluation(
     with fresh_output(out_dir, "--out", overwrite, EVALUATION_FILES):
         predictions = out_dir / "predictions" if save_predictions else None
         result = evaluate(model, dataset, config, dev, predictions, limit)
-        extra = {"checkpoint": str(checkpoint), "data_root": str(data_root), "split": split, "model": model.config}
+        extra = {"checkpoint": str(checkpoint), "data_root": str(data_root), "split": split, "model": model.config,
+                 "data": data_record(data_root, [dataset])}  # fmt: skip  # root, image count, file-list fingerprint
         write_metrics(result, out_dir, extra)
     return result
