@@ -167,7 +167,7 @@ def _ablate(args: argparse.Namespace) -> int:
     from anncore.engine.config import load_config
 
     base = load_config(args.config, out=str(args.out), **({"iters": args.iters} if args.iters else {}))
-    document = run_ablation(base, Path(args.out), args.heads, args.seeds, jobs=args.jobs)
+    document = run_ablation(base, Path(args.out), args.heads, args.seeds, jobs=args.jobs, overwrite=args.overwrite)
     for head, entry in document["summary"].items():
         follow = entry["follow_rate"]
         spread = "" if follow["sd"] is None else f" ± {follow['sd']:.3f}"
@@ -227,8 +227,8 @@ RUN_COPIES = ("log.jsonl", "metrics.json", "config.yaml")
 def _export(args: argparse.Namespace) -> int:
     import shutil
 
-    from anncore.files import fresh_output
     from anncore.models.loading import export_model
+    from anncore.outputs import fresh_output
 
     source = Path(args.checkpoint)
     with fresh_output(args.out, "--out", args.overwrite, ("model.pt", *RUN_COPIES)) as out:
@@ -265,7 +265,7 @@ def _gpu_check(args: argparse.Namespace) -> int:
     return check.run_check(Path(args.out), args.budget_s, args.dry_run, args.only)
 
 
-#: ``--overwrite`` of the commands that write a folder (:func:`anncore.files.fresh_output`).
+#: ``--overwrite`` of the commands that write a folder (:func:`anncore.outputs.fresh_output`).
 OVERWRITE_HELP = "replace what an earlier run wrote in --out (never a file anncore did not write)"
 
 
@@ -446,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--json-dir", help="write the document here instead of OUT (e.g. benchmarks/results)")
     ablate.add_argument("--iters", type=int, help="override the config's iterations")
     ablate.add_argument("--jobs", type=int, default=1, help="runs trained at a time (cpu_count // jobs threads each)")
+    ablate.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     ablate.set_defaults(run=_ablate)
 
     gpu = commands.add_parser(

@@ -87,11 +87,12 @@ from anncore.engine.config import TrainConfig, load_config, plain_config
 from anncore.engine.losses import SegmentationLoss
 from anncore.engine.train import amp_dtype, build_optimizer, train
 from anncore.errors import BadInput
-from anncore.files import output_lock, utc_stamp, write_json
+from anncore.files import utc_stamp, write_json
 from anncore.models.backbone import UntrainedBackboneWarning
 from anncore.models.checkpoint import load_checkpoint
 from anncore.models.network import ANN
 from anncore.nn.attention import attention, sdpa_backend_report
+from anncore.outputs import output_lock
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,6 +12,7 @@ import pytest
 from anncore.analysis.ablation import (
     SUMMARISED,
     ablation_frame,
+    ablation_runs,
     latest_ablation,
     per_class_frame,
     run_ablation,
@@ -23,6 +24,7 @@ from anncore.analysis.cue import VEHICLES
 from anncore.data import CLASS_NAMES
 from anncore.data.synthetic import ensure_synthetic
 from anncore.engine.config import load_config
+from anncore.errors import OutputInUse
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +83,15 @@ def test_parallel_jobs_train_in_subprocesses(tiny_root: Path, tmp_path: Path) ->
     assert all((tmp_path / "fcn" / f"seed{s}" / "metrics.json").is_file() for s in (0, 1))
 
 
-def test_run_ablation_starts_each_run_fresh(tiny_root: Path, tmp_path: Path) -> None:
-    (tmp_path / "fcn" / "seed0").mkdir(parents=True)
-    (tmp_path / "fcn" / "seed0" / "checkpoint.pt").write_text("stale")  # would make train() refuse
-    document = run_ablation(tiny_config(tiny_root), tmp_path, heads=("fcn",))
-    assert document["runs"][0]["head"] == "fcn"
+def test_run_ablation_never_replaces_earlier_runs_unless_told(tiny_root: Path, tmp_path: Path) -> None:
+    """An earlier ablation's runs (hours of training) are refused, not deleted; --overwrite replaces them, and
+    each run then starts fresh (not resumed from the earlier checkpoint)."""
+    first = run_ablation(tiny_config(tiny_root), tmp_path, heads=("fcn",))
+    write_ablation(first, tmp_path)
+    with pytest.raises(OutputInUse, match="already holds ablation-synthetic-cpu-.*--overwrite"):
+        run_ablation(tiny_config(tiny_root), tmp_path, heads=("fcn",))
+    document = run_ablation(tiny_config(tiny_root), tmp_path, heads=("fcn",), overwrite=True)
+    assert document["runs"][0]["head"] == "fcn" and not list(tmp_path.glob("ablation-*.json"))
     assert json.loads((tmp_path / "fcn" / "seed0" / "metrics.json").read_text())["resumed_from"] is None
 
 
@@ -118,3 +124,28 @@ def test_latest_ablation_keeps_cue_variants_apart(tmp_path: Path) -> None:
     assert default is not None and default[1]["created"] == "20000101T000000Z"
     stripes = latest_ablation(tmp_path, synthetic_cue="stripes")
     assert stripes is not None and stripes[1]["created"] == "29990101T000000Z"
+
+
+def test_ablation_runs_read_an_experiment_of_several_documents_as_one_table(tmp_path: Path) -> None:
+    """Runs of other heads and budgets, written by separate commands, in one (iters, head, seed) table; the newer
+    document's run where two hold the same one; other cue variants left out."""
+
+    def run(head: str, seed: int, follow: float) -> dict:
+        return {"head": head, "seed": seed, "follow_rate": follow, **{k: 0.0 for k in SUMMARISED if k != "follow_rate"}}
+
+    def doc(created: str, iters: int, runs: list[dict], cue: str = "stripes") -> dict:
+        config = {"iters": iters, "synthetic_cue": cue}
+        return {"kind": "ablation", "data": "synthetic", "device": "cpu", "created": created, "config": config,
+                "runs": runs}  # fmt: skip
+
+    write_ablation(doc("20260101T000000Z", 500, [run("apnb", 0, 0.30), run("ann", 0, 0.70)]), tmp_path)
+    write_ablation(doc("20260102T000000Z", 500, [run("fcn", 0, 0.33), run("ann", 0, 0.90)]), tmp_path)  # a rerun
+    write_ablation(doc("20260103T000000Z", 1000, [run("apnb", 0, 0.95)]), tmp_path)
+    write_ablation(doc("20260104T000000Z", 500, [run("apnb", 0, 0.99)], cue="boards"), tmp_path)
+    runs = ablation_runs(tmp_path, "stripes")
+    assert runs["follow_rate"].to_dict() == {
+        (500, "ann", 0): 0.90, (500, "apnb", 0): 0.30, (500, "fcn", 0): 0.33, (1000, "apnb", 0): 0.95
+    }  # fmt: skip
+    assert ablation_runs(tmp_path, "other").empty and list(ablation_runs(tmp_path, "other").index.names) == [
+        "iters", "head", "seed"
+    ]  # fmt: skip

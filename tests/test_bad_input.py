@@ -180,6 +180,12 @@ CLI_CASES = [
      "exists; choose another"),
     ("synth over a set holding a user's file", ["synth", "--out", "{root}/noted_set", "--train", "1", "--val", "1",
      "--height", "64", "--width", "128"], "holds leftImg8bit/notes.txt, which the generator did not write"),
+    ("ablate into a folder that holds files", ["ablate", "--config", "{root}/recipe.yaml", "--heads", "fcn",
+     "--seeds", "0", "--out", "{root}/occupied"], "already holds mine.txt (1 files)"),
+    ("ablate --overwrite over a user's file", ["ablate", "--config", "{root}/recipe.yaml", "--heads", "fcn",
+     "--seeds", "0", "--out", "{root}/occupied", "--overwrite"], "holds mine.txt, which anncore did not write"),
+    ("evaluate --stride above --crop", ["evaluate", "--checkpoint", "{good}", "--out", "{root}/e", "--crop", "32",
+     "32", "--stride", "48", "16"], "stride (48, 16) is larger than the crop (32, 32): the windows would leave"),
     # large requests: refused above a bound the user can lift, with what they would cost
     ("synth --width 100000", ["synth", "--out", "{root}/big", "--train", "1", "--val", "1", "--width", "100000"],
      "a 256x100000 synthetic image takes about 2.4 GiB of memory"),

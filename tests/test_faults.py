@@ -45,8 +45,9 @@ from anncore.data.synthetic import write_synthetic_cityscapes
 from anncore.engine.config import load_config
 from anncore.engine.train import train
 from anncore.errors import BadInput, OutputInUse, UserError
-from anncore.files import LOCK_NAME, output_lock, write_json
+from anncore.files import write_json
 from anncore.models.checkpoint import load_checkpoint, save_checkpoint
+from anncore.outputs import LOCK_NAME, output_lock
 
 RECIPE = (
     "data_root: synthetic\nsynthetic_size: [64, 128]\nsynthetic_scenes: [4, 2]\nbackbone: small\niters: 1\n"

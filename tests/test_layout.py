@@ -67,7 +67,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 #: The layers from the bottom up (README, "Package layout"): a module may import its own layer and those below.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("anncore.errors", "anncore.files", "anncore.device", "anncore.interrupts", "anncore.progress"),
+    ("anncore.errors", "anncore.files", "anncore.outputs", "anncore.device", "anncore.interrupts", "anncore.progress"),
     ("anncore.nn",),
     ("anncore.data",),
     ("anncore.models",),

@@ -1,4 +1,4 @@
-"""The one output-folder rule (:func:`anncore.files.fresh_output`): nothing a user owns is deleted or overwritten,
+"""The one output-folder rule (:func:`anncore.outputs.fresh_output`): nothing a user owns is deleted or overwritten,
 and an earlier run's outputs are never mixed with a new run's, proven on the folder rule itself and on the
 commands that write folders (the one-line refusals are cases of tests/test_bad_input.py)."""
 
@@ -10,7 +10,7 @@ import pytest
 from anncore.__main__ import main
 from anncore.data.synthetic import write_synthetic_cityscapes
 from anncore.errors import OutputInUse
-from anncore.files import OUTPUTS_NAME, fresh_output
+from anncore.outputs import OUTPUTS_NAME, fresh_output
 
 
 def write(folder: Path, *names: str) -> None:

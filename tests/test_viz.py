@@ -108,6 +108,20 @@ def test_attention_maps_grid_markers_and_values():
         plot_attention_maps({"a": torch.rand(3, 4, 8)}, queries)
 
 
+def test_attention_maps_outline_a_region_on_every_panel():
+    board = np.zeros((40, 80), bool)
+    board[5:15, 60:75] = True
+    maps = {"a": torch.rand(1, 4, 8), "b": torch.rand(1, 4, 8)}
+    fig = plot_attention_maps(maps, [(1, 1)], image=np.zeros((40, 80, 3), np.uint8), outline=board)
+    for ax in fig.axes[:2]:
+        (contour,) = [c for c in ax.get_children() if c.__class__.__name__ == "QuadContourSet"]
+        (path,) = contour.get_paths()
+        xs, ys = path.vertices[:, 0], path.vertices[:, 1]  # the board's edge, half a pixel outside its centres
+        assert (xs.min(), xs.max(), ys.min(), ys.max()) == pytest.approx((60.5, 75.0, 5.5, 15.0), abs=0.5)
+    with pytest.raises(ValueError, match=r"\(H, W\) = \(40, 80\)"):
+        plot_attention_maps(maps, [(1, 1)], image=np.zeros((40, 80, 3), np.uint8), outline=board[::2])
+
+
 def test_attention_matrix_draws_the_matrix_and_marks_rows():
     weights = torch.softmax(torch.randn(20, 30), dim=-1)
     ax = draw_attention_matrix(weights, rows=[3, 11])

@@ -39,13 +39,14 @@ from anncore.data import CLASS_NAMES
 from anncore.data.root import is_synthetic
 from anncore.device import pick_device
 from anncore.engine.config import TrainConfig, data_root_of, plain_config
-from anncore.engine.runlog import clear_run
+from anncore.engine.runlog import RUN_FILES
 from anncore.engine.train import train
 from anncore.errors import BadInput
 from anncore.files import utc_stamp, write_json
 from anncore.models.backbone import UntrainedBackboneWarning
 from anncore.models.loading import load_model
 from anncore.models.network import ANN
+from anncore.outputs import fresh_output
 from anncore.progress import Progress
 
 #: The heads in the order of the comparison: no context, full non-local, pyramid non-local, the full network.
@@ -149,6 +150,14 @@ def _train_subprocess(config: TrainConfig, threads: int) -> None:
         raise RuntimeError(f"training {config.head} seed {config.seed} into {out} failed:\n{tail}")
 
 
+#: What an ablation writes into its ``--out``: every run's files and the document (``--overwrite`` replaces them).
+ABLATION_FILES: tuple[str, ...] = (
+    *(f"*/seed*/{name}" for name in RUN_FILES),
+    "*/seed*/.anncore.lock",
+    "ablation-*.json",
+)
+
+
 def run_ablation(
     base: TrainConfig,
     out_dir: str | Path,
@@ -156,10 +165,15 @@ def run_ablation(
     seeds: Sequence[int] = (0,),
     size: Sequence[int] | None = None,
     jobs: int = 1,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train every head in ``heads`` for every seed in ``seeds`` with ``base`` (same data, recipe and budget), each
     from scratch into ``out_dir/<head>/seed<s>``, score the runs, and return the ablation document
     (:func:`write_ablation` stores it).
+
+    ``out_dir`` is a folder of its own (:func:`~anncore.outputs.fresh_output`): one that holds files (an earlier
+    ablation's runs, hours of training) is refused unless ``overwrite``, which replaces only what an earlier ablation
+    wrote there (:data:`ABLATION_FILES`), never a file anncore did not write.
 
     ``size`` is the ``(H, W)`` of the inference timing (default: the training crop). ``jobs`` > 1 trains that many
     runs at a time in subprocesses (module docstring). Progress over the runs, with an ETA, as
@@ -176,22 +190,21 @@ def run_ablation(
         for seed in seeds
         for head in heads
     ]
-    for config in configs:
-        clear_run(config.out)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    started = time.perf_counter()
-    with Progress(len(configs), "ablation", "run") as shown:
-        if jobs == 1:
-            for config in configs:
-                train(config)
-                shown.update(1, {"trained": f"{config.head} seed {config.seed}"})
-        else:
-            with ThreadPoolExecutor(jobs) as pool:
-                running = {pool.submit(_train_subprocess, c, threads): c for c in configs}
-                for future in as_completed(running):
-                    future.result()  # a failed run raises here, naming itself
-                    shown.update(1, {"trained": f"{running[future].head} seed {running[future].seed}"})
+    with fresh_output(out_dir, "--out", overwrite, known=ABLATION_FILES):
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+        started = time.perf_counter()
+        with Progress(len(configs), "ablation", "run") as shown:
+            if jobs == 1:
+                for config in configs:
+                    train(config)
+                    shown.update(1, {"trained": f"{config.head} seed {config.seed}"})
+            else:
+                with ThreadPoolExecutor(jobs) as pool:
+                    running = {pool.submit(_train_subprocess, c, threads): c for c in configs}
+                    for future in as_completed(running):
+                        future.result()  # a failed run raises here, naming itself
+                        shown.update(1, {"trained": f"{running[future].head} seed {running[future].seed}"})
     train_wall = time.perf_counter() - started
     device = pick_device(base.device)
     with warnings.catch_warnings():
@@ -230,23 +243,45 @@ def write_ablation(document: dict[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
-def latest_ablation(
-    folder: str | Path, pattern: str = "ablation-synthetic-*.json", synthetic_cue: str = "boards"
-) -> tuple[Path, dict] | None:
-    """The newest document matching ``pattern`` in ``folder`` that has per-seed runs (by its ``created`` stamp)
-    and was trained on the synthetic cue variant ``synthetic_cue`` (its config's ``synthetic_cue``; documents
-    written before the option existed: the default ``boards``), or ``None``. So an ablation on a variant
-    (``params/afnb_variant.yaml``) never stands in for the course's ablation on the default set."""
+def _documents(folder: str | Path, pattern: str, synthetic_cue: str) -> list[tuple[dict[str, Any], Path]]:
+    """The documents matching ``pattern`` in ``folder`` that have per-seed runs and were trained on the synthetic cue
+    variant ``synthetic_cue`` (their config's ``synthetic_cue``; documents written before the option existed: the
+    default ``boards``), oldest first (by their ``created`` stamp)."""
     found = [(json.loads(p.read_text()), p) for p in Path(folder).glob(pattern)]
-    found = [
+    kept = [
         (document, path)
         for document, path in found
         if "runs" in document and document.get("config", {}).get("synthetic_cue", "boards") == synthetic_cue
     ]
+    return sorted(kept, key=lambda item: item[0]["created"])
+
+
+def latest_ablation(
+    folder: str | Path, pattern: str = "ablation-synthetic-*.json", synthetic_cue: str = "boards"
+) -> tuple[Path, dict] | None:
+    """The newest document matching ``pattern`` in ``folder`` that has per-seed runs and was trained on the synthetic
+    cue variant ``synthetic_cue``, or ``None``. So an ablation on a variant (``params/afnb_variant.yaml``) never
+    stands in for the course's ablation on the default set."""
+    found = _documents(folder, pattern, synthetic_cue)
     if not found:
         return None
-    document, path = max(found, key=lambda item: item[0]["created"])
+    document, path = found[-1]
     return path, document
+
+
+def ablation_runs(folder: str | Path, synthetic_cue: str, pattern: str = "ablation-synthetic-*.json") -> pd.DataFrame:
+    """Every per-seed run of every document in ``folder`` trained on ``synthetic_cue``, as :func:`runs_frame` rows
+    indexed by ``(iters, head, seed)``: an experiment run in several commands (other heads, seeds or budgets) read
+    as one table. Where two documents hold the same ``(iters, head, seed)`` the newer one's run is kept. An empty
+    frame when there is none."""
+    frames = []
+    for document, _ in _documents(folder, pattern, synthetic_cue):
+        frame = runs_frame(document)
+        frames.append(pd.concat({int(document["config"]["iters"]): frame}, names=["iters"]))
+    if not frames:
+        return pd.DataFrame(columns=["iters", "head", "seed", *SUMMARISED]).set_index(["iters", "head", "seed"])
+    runs = pd.concat(frames)
+    return runs[~runs.index.duplicated(keep="last")].sort_index()
 
 
 def ablation_frame(document: dict[str, Any]) -> pd.DataFrame:

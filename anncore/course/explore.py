@@ -24,8 +24,8 @@ from anncore.data.labels import IGNORE_INDEX
 from anncore.data.transforms import val_transforms
 from anncore.device import pick_device
 from anncore.errors import BadInput, MissingInput
-from anncore.files import fresh_output
 from anncore.models.loading import load_model
+from anncore.outputs import fresh_output
 
 
 def photo_samples(paths: Sequence[str | Path], max_side: int = 2048) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -90,7 +90,7 @@ def explore_photos(
 
     ``per_side`` must be in ``[1, max_cells]`` (:func:`check_cells`, before the model is loaded) and at most the
     side of every block's query grid (checked for each photo before its figures are drawn: more cells than grid
-    rows or columns would repeat cells). ``out`` is a folder of its own (:func:`~anncore.files.fresh_output`:
+    rows or columns would repeat cells). ``out`` is a folder of its own (:func:`~anncore.outputs.fresh_output`:
     refused when it holds files, unless ``overwrite`` replaces an earlier exploration's figures)."""
     check_cells(per_side, max_cells)
     model = load_model(checkpoint, map_location=pick_device(device))

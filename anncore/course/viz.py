@@ -54,6 +54,14 @@ def _new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     return ax if ax is not None else Figure(figsize=figsize, layout="constrained").add_subplot()
 
 
+def _outline_mask(outline: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``outline`` as a float mask for ``contour``, refused unless it is ``shape`` (the image's ``(H, W)``)."""
+    region = np.asarray(outline, dtype=float)
+    if region.shape != shape:
+        raise ValueError(f"outline must be an (H, W) = {shape} mask, got shape {region.shape}")
+    return region
+
+
 def _opacity(weights: np.ndarray, peak: float, alpha: float) -> np.ndarray | float:
     """Opacity of an attention map drawn over an image: ``alpha`` at ``peak``, ``alpha * sqrt(weight / peak)``
     below it (the image shows through where attention is low), 0 everywhere for an all-zero map."""
@@ -205,6 +213,7 @@ def plot_attention_maps(
     alpha: float = 0.75,
     titles: Sequence[str] | None = None,
     labels: ArrayLike | None = None,
+    outline: np.ndarray | None = None,
 ) -> Figure:
     """Attention maps of a few query pixels: one row per query and one column per kind of map, or, for a single
     kind, the queries side by side under the map's name.
@@ -221,6 +230,8 @@ def plot_attention_maps(
             cell's coordinates then move under the panel, next to its peak.
         labels: optional train-id map (feature grid or image resolution); without ``titles``, each query is named
             by the class under it (:func:`query_class_names`), ``"<class> query"``.
+        outline: optional boolean mask of a region (e.g. the synthetic set's cue board) outlined in lime on every
+            panel, at the image's resolution (the maps' ``(h, w)`` without ``image``).
 
     Each panel has its own colour scale from 0 to its peak weight, shown by its colour bar and given under it: maps
     of different blocks differ in sharpness, and a shared scale would hide the flatter one.
@@ -233,6 +244,7 @@ def plot_attention_maps(
     names = _query_titles(queries, titles, labels, (h, w))
     height, width = (h, w) if image is None else image.shape[:2]
     extent = (0, width, height, 0)
+    region = None if outline is None else _outline_mask(outline, (height, width))
     grey = None if image is None else np.asarray(image, dtype=np.float64).mean(axis=2)
     single = len(arrays) == 1
     nrows, ncols = (1, len(queries)) if single else (len(queries), len(arrays))
@@ -255,6 +267,8 @@ def plot_attention_maps(
                 extent=extent,
                 interpolation="nearest",
             )
+            if region is not None:  # contour at pixel centres, in the extent's coordinates
+                ax.contour(np.arange(width) + 0.5, np.arange(height) + 0.5, region, levels=[0.5], colors="lime")
             ax.plot((qc + 0.5) * width / w, (qr + 0.5) * height / h, "x", color="cyan", markersize=10, mew=2.5)
             bar = fig.colorbar(ScalarMappable(Normalize(0.0, peak), ATTENTION_CMAP), ax=ax, shrink=0.85, pad=0.02)
             bar.ax.tick_params(labelsize=7)
@@ -590,9 +604,7 @@ def plot_query_attention(
     for ax in panels[1:]:
         ax.plot((qx / width) * w - 0.5, (qy / height) * h - 0.5, "x", color="cyan", markersize=8, mew=2)
     if outline is not None:
-        region = np.asarray(outline, dtype=float)
-        if region.shape != (height, width):
-            raise ValueError(f"outline must be an (H, W) = {(height, width)} mask, got shape {region.shape}")
+        region = _outline_mask(outline, (height, width))
         top[0].contour(region, levels=[0.5], colors="lime", linewidths=1.5)
         ys, xs = (np.arange(height) + 0.5) * h / height - 0.5, (np.arange(width) + 0.5) * w / width - 0.5
         for ax in panels[1:]:  # image pixel centres in key-map cell coordinates

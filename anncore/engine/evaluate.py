@@ -37,9 +37,10 @@ from anncore.device import pick_device
 from anncore.engine.config import finite
 from anncore.engine.metrics import ConfusionMatrix
 from anncore.errors import BadInput
-from anncore.files import fresh_output, write_json
+from anncore.files import write_json
 from anncore.models.checkpoint import load_checkpoint
 from anncore.models.loading import load_model, resolve_checkpoint
+from anncore.outputs import fresh_output
 from anncore.progress import progress
 
 Logits = Callable[[torch.Tensor], torch.Tensor]
@@ -70,6 +71,15 @@ class InferenceConfig:
             raise BadInput(f"crop must be (height, width) > 0 or None, got {self.crop}")
         if self.stride is not None and (self.crop is None or len(self.stride) != 2 or min(self.stride) <= 0):
             raise BadInput(f"stride needs a crop and must be (height, width) > 0, got stride={self.stride}")
+        if (
+            self.stride is not None
+            and self.crop is not None
+            and any(s > c for s, c in zip(self.stride, self.crop, strict=True))
+        ):
+            raise BadInput(
+                f"stride {tuple(self.stride)} is larger than the crop {tuple(self.crop)}: the windows would leave "
+                "pixels between them unpredicted; use a stride <= the crop (two thirds of it is the usual)"
+            )
 
 
 PRESETS: dict[str, InferenceConfig] = {
@@ -293,7 +303,7 @@ def run_evaluation(
 ) -> EvaluationResult:
     """``python -m anncore evaluate``: load a training checkpoint, evaluate a split, write ``OUT/metrics.json`` and
     (with ``save_predictions``) ``OUT/predictions/{city}_{seq}_{frame}_pred.png`` plus colour overlays, into an
-    ``out_dir`` of its own (:func:`~anncore.files.fresh_output`: refused when it holds files, unless ``overwrite``
+    ``out_dir`` of its own (:func:`~anncore.outputs.fresh_output`: refused when it holds files, unless ``overwrite``
     replaces an earlier evaluation's)."""
 
     dev = pick_device(device)

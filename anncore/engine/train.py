@@ -108,12 +108,13 @@ from anncore.engine.rng import capture_rng_state, restore_rng_state
 from anncore.engine.runlog import RunLog, read_metrics
 from anncore.engine.sampler import ResumableBatchSampler, SeededSamples
 from anncore.errors import BadInput
-from anncore.files import output_lock, write_json
+from anncore.files import write_json
 from anncore.interrupts import interrupts_held_back
 from anncore.models.checkpoint import non_finite, save_checkpoint
 from anncore.models.network import ANN
 from anncore.nn.attention import SDPA_BACKENDS, AttnImplementation, available_sdpa_backends
 from anncore.nn.pyramid import DEFAULT_POOL_SIZES
+from anncore.outputs import output_lock
 from anncore.progress import Progress
 
 
