@@ -20,6 +20,7 @@ from anncore.data.synthetic import write_synthetic_cityscapes
 from anncore.engine.config import ConfigError, TrainConfig, load_config
 from anncore.engine.distributed import sync_batchnorm
 from anncore.engine.losses import SegmentationLoss
+from anncore.engine.runlog import RUN_FILES, clear_run
 from anncore.engine.train import (
     NonFiniteLossError,
     _poly,
@@ -257,3 +258,11 @@ def test_a_failed_checkpoint_write_keeps_the_old_file_and_leaves_no_temporary(tm
     with pytest.raises(Exception):  # noqa: B017 - pickle's error type for a lambda differs across versions
         save_checkpoint({"iteration": 2, "unpicklable": lambda: None}, path)
     assert load_checkpoint(path)["iteration"] == 1 and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_clear_run_deletes_only_run_files(tmp_path: Path) -> None:
+    for name in (*RUN_FILES, "notes.txt"):
+        (tmp_path / name).write_text("x")
+    clear_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    clear_run(tmp_path / "missing")  # nothing to delete is fine

@@ -10,8 +10,14 @@ from typing import Any
 from anncore.files import json_safe
 
 # ----------------------------------------------------------------------------------------------------------- data
-#: The files a run writes into ``OUT``.
+#: The files a run writes into ``OUT`` (and :func:`clear_run` deletes).
 RUN_FILES: tuple[str, ...] = ("checkpoint.pt", "log.jsonl", "metrics.json", "config.yaml")
+
+
+def clear_run(out: str | Path) -> None:
+    """Delete the files a previous training run wrote into ``out`` (nothing else), so a new run starts fresh."""
+    for name in RUN_FILES:
+        (Path(out) / name).unlink(missing_ok=True)
 
 
 class RunLog:
