@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: course course-model test lint notebooks clean chromium cityscapes exercises gpu-wheels lock
+.PHONY: course course-model test lint notebooks clean chromium cityscapes rehearse-r101 exercises gpu-wheels lock
 
 # requirements.lock pins every package to the version the committed outputs were made with (a constraints file:
 # pyproject.toml keeps the library's ranges); `make lock` rewrites it from the installed environment.
@@ -43,6 +43,11 @@ gpu-wheels:
 cityscapes: $(STAMP)
 	@test -n "$(CITYSCAPES_DATASET)" || { echo "usage: make cityscapes CITYSCAPES_DATASET=/path/to/cityscapes"; exit 2; }
 	CITYSCAPES_DATASET=$(abspath $(CITYSCAPES_DATASET)) $(PY) -m anncore course --params params/cityscapes --only 07 08
+
+## the full-size path (tests/test_full_size.py: 1024x2048 frames, the official recipe, make cityscapes' notebooks,
+## torchrun with a resume, the three evaluation presets) with ResNet-101 instead of CI's small backbone; CPU is enough
+rehearse-r101: $(STAMP)
+	ANNCORE_FULL_SIZE_BACKBONE=resnet101 $(PY) -m pytest tests/test_full_size.py -v --durations=0
 
 ## ruff, the unit tests, and every notebook re-executed against its committed outputs (nbval)
 test: $(STAMP) chromium
