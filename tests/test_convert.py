@@ -334,6 +334,17 @@ def test_an_official_state_dict_read_as_mmseg_is_refused(official64):
     assert "\n" not in str(err.value) and "fusion.stages.0." in str(err.value)
 
 
+@pytest.mark.parametrize("source", ["official", "mmseg"])
+def test_a_renamed_classifier_key_is_named(official64, mmseg64, source):
+    state = dict(official64 if source == "official" else mmseg64)
+    key, prefix = ("cls.weight", "module.") if source == "official" else ("decode_head.conv_seg.weight", "")
+    state[f"{prefix}classifier.weight"] = state.pop(f"{prefix}{key}")  # the official files keep DataParallel's prefix
+    with pytest.raises(BadInput) as err:
+        convert_state_dict(state, source)
+    message = str(err.value)
+    assert f"no classifier ({key})" in message and "does not know: ['classifier.weight']" in message, message
+
+
 def _has_run(numbers: list[int], run: tuple[int, ...]) -> bool:
     return any(tuple(numbers[i : i + len(run)]) == run for i in range(len(numbers) - len(run) + 1))
 

@@ -100,6 +100,7 @@ ARCHITECTURE: dict[str, dict[str, Any]] = {
 }
 _SIGNATURES = {"official": "fusion.stages.0.", "mmseg": "decode_head."}
 _DEPTHS = {6: "resnet50", 23: "resnet101"}  # blocks in layer3
+_CLASSIFIERS = {"official": "cls.weight", "mmseg": "decode_head.conv_seg.weight"}  # the key each layout names it by
 #: What the official trainer's ``runner_state`` pickles besides plain values: numpy scalars and their dtypes
 #: (``numpy._core`` since numpy 2, ``numpy.core`` before; the dtype classes exist since numpy 1.20).
 _NUMPY_SCALARS = [
@@ -164,9 +165,15 @@ def convert_state_dict(
     blocks = {int(m.group(1)) for key in ours if (m := re.match(r"backbone\.layer3\.(\d+)\.", key))}
     backbone = _DEPTHS.get(len(blocks))
     if backbone is None or "head.cls.weight" not in ours:
-        classifier = "a" if "head.cls.weight" in ours else "no"
+        classifier = "a" if "head.cls.weight" in ours else f"no classifier ({_CLASSIFIERS[source]})"
+        unmapped = sorted(origin[key] for key in ours if not key.startswith(("backbone.", "head.", "aux_head.")))
+        found = (
+            f"keys the {source} layout does not know: {unmapped[:3]}"
+            if unmapped
+            else f"first keys: {sorted(state)[:3]}"
+        )
         raise BadInput(f"assumed the {source} layout, but found {len(blocks)} layer3 blocks (expected 6 or 23) and "
-                       f"{classifier} classifier; first keys: {sorted(state)[:3]}")  # fmt: skip
+                       f"{classifier}; {found}")  # fmt: skip
     aux = "aux_head.2.weight" in ours
     config: dict[str, Any] = {
         "num_classes": int(ours["head.cls.weight"].shape[0]),
