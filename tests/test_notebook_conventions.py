@@ -92,3 +92,14 @@ def test_course_style_sets_the_rc_parameters() -> None:
         use_course_style()
         for key, value in COURSE_RC.items():
             assert mpl.rcParams[key] == value, key
+
+
+def test_each_notebooks_run_time_is_the_readmes() -> None:
+    """The run time a notebook's header states is the one in the README's table (one measurement, two places)."""
+    readme = (NOTEBOOKS.parent / "README.md").read_text()
+    for path in NUMBERED:
+        row = re.search(rf"^\| `{path.stem}` \| [^|]+ \| ([^|]+) \| ([^|]+) \|$", readme, re.M)
+        assert row is not None, f"README's notebook table has no row for {path.stem}"
+        defaults, course = (cell.strip() for cell in row.groups())
+        expected = f"*run time* {defaults} with its defaults, {course} in `make course`"
+        assert expected in _read(path).cells[0].source, f"{path.name}: the header should say {expected!r}"
