@@ -150,6 +150,27 @@ def test_a_failing_notebook_ends_with_one_line_and_the_summary(failure, keep_goi
     assert (summary.parent / "01_next.ipynb").is_file() == keep_going
 
 
+def test_a_full_disk_while_saving_the_executed_notebook_names_the_folder(tmp_path, capfd, monkeypatch):
+    """papermill writes the executed notebook after every cell; a full disk there is one line naming the folder."""
+    import errno
+
+    import anncore.course.runner
+    from anncore.__main__ import main
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(anncore.course.runner.papermill, "execute_notebook", full)
+    notebooks, params, out = tmp_path / "nb", tmp_path / "params", tmp_path / "runs"
+    notebooks.mkdir(), params.mkdir()
+    write_cells(notebooks / "00_a.ipynb", "print('x')")
+    assert main(["course", "--notebooks", str(notebooks), "--params", str(params), "--out", str(out)]) == 1
+    (line,) = lines_of(capfd.readouterr().out, "00_a.ipynb")
+    (run_dir,) = out.iterdir()
+    assert f"failed: no space left on the device of {run_dir} while writing 00_a.ipynb" in line, line
+    assert json.loads((run_dir / "summary.json").read_text())[0]["status"] == "failed"
+
+
 def test_a_cell_over_the_timeout_fails_its_notebook_in_place_too(tmp_path, capfd):
     """``--in-place`` (``make notebooks``) with ``--cell-timeout``: the slow notebook fails with one line, the rest
     run with ``--keep-going``, the notebooks are rewritten without run metadata, and no summary lands among them."""

@@ -30,7 +30,7 @@ import yaml
 from papermill.execute import raise_for_execution_errors
 
 from anncore.errors import BadInput, MissingInput
-from anncore.files import utc_stamp, write_json
+from anncore.files import disk_full, utc_stamp, write_json
 
 # Notebook and cell metadata that records a run rather than the content; stripped before committing.
 _RUN_METADATA = ("papermill", "execution", "widgets")
@@ -282,6 +282,8 @@ def _execute(nb: Path, target: Path, parameters: dict, cwd: Path, cell_timeout: 
         index = started_cell(target)
         message = (str(err).strip().splitlines() or [""])[0]
         row = {"status": "failed", "cause": f"{type(err).__name__}: {message}" if message else type(err).__name__}
+        if disk_full(err):  # papermill saves the executed notebook after every cell: name where it was writing
+            row["cause"] = f"no space left on the device of {target.parent} while writing {target.name}"
     finally:
         logging.getLogger("papermill").removeFilter(quiet)
     return row | ({} if index is None else {"cell": index + 1})
