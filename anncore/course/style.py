@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import matplotlib.style
-from cycler import cycler
+from matplotlib.rcsetup import cycler
 
 from anncore.course.viz import ATTENTION_CMAP
 
