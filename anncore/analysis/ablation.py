@@ -46,7 +46,7 @@ from anncore.files import utc_stamp, write_json
 from anncore.models.backbone import UntrainedBackboneWarning
 from anncore.models.loading import load_model
 from anncore.models.network import ANN
-from anncore.outputs import fresh_output
+from anncore.outputs import LOCK_NAME, fresh_output
 from anncore.progress import Progress
 
 #: The heads in the order of the comparison: no context, full non-local, pyramid non-local, the full network.
@@ -153,7 +153,7 @@ def _train_subprocess(config: TrainConfig, threads: int) -> None:
 #: What an ablation writes into its ``--out``: every run's files and the document (``--overwrite`` replaces them).
 ABLATION_FILES: tuple[str, ...] = (
     *(f"*/seed*/{name}" for name in RUN_FILES),
-    "*/seed*/.anncore.lock",
+    f"*/seed*/{LOCK_NAME}",  # left by a run killed mid-way
     "ablation-*.json",
 )
 

@@ -56,7 +56,7 @@ def use_course_style() -> None:
     """Apply the course's figure style (:data:`COURSE_RC`) and, in a notebook, its image format (JPEG)."""
     matplotlib.style.use(COURSE_RC)
     try:
-        from IPython import get_ipython  # deferred: the style is usable outside IPython too
+        from IPython import get_ipython  # deferred: Jupyter's own packages, not dependencies anncore declares
     except ImportError:  # pragma: no cover - IPython comes with the course extra
         return
     if get_ipython() is not None:
